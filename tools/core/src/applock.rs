@@ -1,0 +1,353 @@
+//! The app lock protocol: one run per app domain, shared by ccci-lock, ccci-deploy and
+//! ccci-janitor (`docs/lock.md`).
+//!
+//! * The lock is `flock(2)` `LOCK_EX` on `<lock dir>/cc-ci-app-<domain>.lock`, through
+//!   std's `File::lock`/`File::try_lock`, so it interoperates with `flock(1)`. The kernel
+//!   releases it when the last descriptor of the open file description closes — i.e. when
+//!   the command and every descendant that inherited it have exited. Nothing here ever
+//!   calls `LOCK_UN` on a descriptor another process may share.
+//! * The file is opened `O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC`, never truncated on open,
+//!   and must be a regular file with one link, owned by us: a planted symlink or hard
+//!   link must never be written through.
+//! * Identity: a flock protects an inode, not a name. A janitor may unlink the name of a
+//!   free lockfile (holding the lock while it does) while a waiter is blocked on that
+//!   inode; when the waiter then gets the lock, it holds a dead file while a newcomer
+//!   holds a fresh one under the same name. So after every acquisition `(st_dev, st_ino)`
+//!   of the descriptor are compared with those of the path, and on a mismatch the lock is
+//!   dropped and the whole thing starts over.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::libc;
+
+use crate::domain::Domain;
+use crate::holder::Holder;
+use crate::lockdir::LockDir;
+
+/// How many times a lockfile may be found replaced under us before we give up: each
+/// replacement needs a janitor pass, so a hundred in a row means something is wrong.
+pub const MAX_REOPENS: u32 = 100;
+
+/// How many times to retry when the only holders were momentary shared probes
+/// (`--status`, a dry-run janitor) before treating the lock as held.
+const PROBE_RETRIES: u32 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("lockfile {} is a symbolic link — refusing to open it (a planted link must never be written through)", path.display())]
+    Symlink { path: PathBuf },
+    #[error("lockfile {} {problem} — refusing it", path.display())]
+    Unsafe { path: PathBuf, problem: String },
+    #[error("cannot open lockfile {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot lock {}: {source}", path.display())]
+    Flock { path: PathBuf, source: io::Error },
+    #[error("lockfile {} was replaced under us {MAX_REOPENS} times in a row — giving up", path.display())]
+    Unstable { path: PathBuf },
+}
+
+/// How long to wait for a held lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    No,
+    For(Duration),
+    Forever,
+}
+
+/// What happens while waiting, for the caller to report.
+#[derive(Debug)]
+pub enum WaitEvent<'a> {
+    /// The lock is held by someone else and we are about to block.
+    Blocked { holder: Option<&'a Holder> },
+    /// Still blocked, `waited` after we started.
+    StillWaiting {
+        waited: Duration,
+        holder: Option<&'a Holder>,
+    },
+    /// We got the lock on an inode that no longer has the lockfile's name (a janitor
+    /// unlinked it while we waited): dropped, and starting over on the path.
+    Replaced { path: &'a Path, inode: u64 },
+}
+
+/// The outcome of an acquisition that did not fail.
+#[derive(Debug)]
+pub enum Acquisition {
+    Held {
+        lock: AppLock,
+        waited: Option<Duration>,
+    },
+    Busy {
+        holder: Option<Holder>,
+        waited: Duration,
+    },
+}
+
+/// A held, identity-verified app lock.
+#[derive(Debug)]
+pub struct AppLock {
+    file: File,
+    path: PathBuf,
+    domain: Domain,
+}
+
+impl AppLock {
+    /// Take `domain`'s lock in `dir` (which the caller has [`LockDir::ensure`]d).
+    ///
+    /// `progress` is how often `StillWaiting` is reported while blocked. When a
+    /// `Wait::For` runs out, the helper thread that is blocked in `flock` is left
+    /// behind; if it gets the lock later it closes the file at once, releasing it.
+    pub fn acquire(
+        dir: &LockDir,
+        domain: &Domain,
+        wait: Wait,
+        progress: Duration,
+        on_event: &mut dyn FnMut(WaitEvent<'_>),
+    ) -> Result<Acquisition, LockError> {
+        let path = dir.lockfile(domain);
+        let start = Instant::now();
+        let deadline = match wait {
+            Wait::For(d) => Some(start + d),
+            Wait::No | Wait::Forever => None,
+        };
+        let flock_err = |source| LockError::Flock {
+            path: path.clone(),
+            source,
+        };
+        let mut waited = None;
+        for _ in 0..MAX_REOPENS {
+            let file = open_lockfile(&path)?;
+            let file = if try_exclusive(&file).map_err(flock_err)? {
+                file
+            } else {
+                let holder = Holder::read(&file);
+                if wait == Wait::No || deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(Acquisition::Busy {
+                        holder,
+                        waited: start.elapsed(),
+                    });
+                }
+                on_event(WaitEvent::Blocked {
+                    holder: holder.as_ref(),
+                });
+                match block(file, start, deadline, progress, on_event).map_err(flock_err)? {
+                    Ok(file) => {
+                        waited = Some(start.elapsed());
+                        file
+                    }
+                    Err(holder) => {
+                        return Ok(Acquisition::Busy {
+                            holder,
+                            waited: start.elapsed(),
+                        });
+                    }
+                }
+            };
+            if same_file(&file, &path).map_err(flock_err)? {
+                let lock = AppLock {
+                    file,
+                    path,
+                    domain: domain.clone(),
+                };
+                return Ok(Acquisition::Held { lock, waited });
+            }
+            let inode = file.metadata().map(|m| m.ino()).unwrap_or_default();
+            drop(file);
+            on_event(WaitEvent::Replaced { path: &path, inode });
+        }
+        Err(LockError::Unstable { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn domain(&self) -> &Domain {
+        &self.domain
+    }
+
+    /// Write this holder's metadata into the lockfile (a warning on failure, never a
+    /// reason to give up the lock).
+    pub fn write_holder(&self, holder: &Holder) -> io::Result<()> {
+        holder.write(&self.file)
+    }
+
+    /// Whether the path still names the inode we hold.
+    pub fn verify(&self) -> io::Result<bool> {
+        same_file(&self.file, &self.path)
+    }
+
+    /// Remove the lockfile — the only way the protocol allows: while holding the lock,
+    /// right after re-verifying that the path still names our inode. Returns whether it
+    /// was removed; the lock is released when `self` is dropped, after the unlink, so a
+    /// waiter that wakes on the dead inode finds it unlinked and starts over.
+    pub fn remove_lockfile(self) -> io::Result<bool> {
+        if !self.verify()? {
+            return Ok(false);
+        }
+        fs::remove_file(&self.path)?;
+        Ok(true)
+    }
+
+    /// Hand the lock to the command we are about to exec: clear `FD_CLOEXEC` and give up
+    /// ownership of the descriptor, which stays open (and the lock held) across exec.
+    pub fn into_inherited_fd(self) -> io::Result<RawFd> {
+        fcntl(&self.file, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
+        Ok(self.file.into_raw_fd())
+    }
+}
+
+/// Open (creating if absent) a lockfile by the protocol's rules.
+pub fn open_lockfile(path: &Path) -> Result<File, LockError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path);
+    checked(path, file)
+}
+
+/// Open an existing lockfile read-only, for probes that must create nothing; `None` when
+/// there is no such file.
+pub fn open_existing(path: &Path) -> Result<Option<File>, LockError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path);
+    match file {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        other => checked(path, other).map(Some),
+    }
+}
+
+fn checked(path: &Path, opened: io::Result<File>) -> Result<File, LockError> {
+    let file = opened.map_err(|source| match source.raw_os_error() {
+        Some(libc::ELOOP) => LockError::Symlink { path: path.into() },
+        _ => LockError::Open {
+            path: path.into(),
+            source,
+        },
+    })?;
+    let meta = file.metadata().map_err(|source| LockError::Open {
+        path: path.into(),
+        source,
+    })?;
+    let refuse = |problem: String| LockError::Unsafe {
+        path: path.into(),
+        problem,
+    };
+    if !meta.file_type().is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "is owned by uid {}, not by us (uid {me})",
+            meta.uid()
+        )));
+    }
+    // One name only: a hard link planted in the lock dir could point at any file of ours.
+    // (0 links is a lockfile unlinked since we opened it: the identity check handles it.)
+    if meta.nlink() > 1 {
+        return Err(refuse(format!("has {} hard links", meta.nlink())));
+    }
+    Ok(file)
+}
+
+/// Whether `path` (not followed) still names the inode `file` is open on.
+pub fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    let held = file.metadata()?;
+    match fs::symlink_metadata(path) {
+        Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Try for the exclusive lock without blocking. A status probe or dry-run janitor holds
+/// `LOCK_SH` for an instant; that must not read as "another run in flight". So when the
+/// exclusive try fails, a shared try tells the two apart: it fails only if someone holds
+/// the lock exclusively.
+fn try_exclusive(file: &File) -> io::Result<bool> {
+    for _ in 0..PROBE_RETRIES {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        match file.try_lock_shared() {
+            Err(fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+            // Only probes hold it. Our own fresh descriptor: unlocking it touches no one.
+            Ok(()) => file.unlock()?,
+        }
+        thread::yield_now();
+    }
+    Ok(false)
+}
+
+/// Block in `flock(LOCK_EX)` on a helper thread, so the wake-up follows the holder's
+/// release at once while this thread reports progress and watches the deadline.
+/// `Err` with the holder as it was then, when the deadline passed first.
+fn block(
+    file: File,
+    start: Instant,
+    deadline: Option<Instant>,
+    progress: Duration,
+    on_event: &mut dyn FnMut(WaitEvent<'_>),
+) -> io::Result<Result<File, Option<Holder>>> {
+    let file = Arc::new(file);
+    let (tx, rx) = mpsc::channel();
+    let locker = {
+        let file = Arc::clone(&file);
+        thread::spawn(move || {
+            let result = loop {
+                match file.lock() {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            drop(file);
+            let _ = tx.send(result);
+        })
+    };
+    let progress = progress.max(Duration::from_millis(10));
+    let mut next_report = start + progress;
+    loop {
+        let wake = deadline.map_or(next_report, |d| d.min(next_report));
+        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(result) => {
+                result?;
+                let _ = locker.join();
+                let file = Arc::into_inner(file).expect("the locker thread dropped its handle");
+                return Ok(Ok(file));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Ok(Err(Holder::read(&file)));
+                }
+                if now >= next_report {
+                    let holder = Holder::read(&file);
+                    on_event(WaitEvent::StillWaiting {
+                        waited: now - start,
+                        holder: holder.as_ref(),
+                    });
+                    next_report += progress;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(io::Error::other("the thread waiting for the lock died"));
+            }
+        }
+    }
+}

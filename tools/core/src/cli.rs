@@ -1,0 +1,65 @@
+//! What every tool's command line shares: parsing with the right status on error, and
+//! duration arguments.
+//!
+//! clap exits 2 on a usage error, but a wrapper's 2 would be indistinguishable from its
+//! command's own 2, so wrappers map usage errors to 125 (`timeout(1)` does the same).
+
+use std::time::Duration;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use crate::exit::Exit;
+
+/// Parse the command line, or exit: `--help`/`--version` with 0, a usage error with
+/// `usage_status` after a message prefixed with the tool's name.
+pub fn parse_or_exit<T: Parser>(tool: &str, usage_status: Exit) -> T {
+    match T::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => match err.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                let _ = err.print();
+                Exit::Success.exit()
+            }
+            _ => {
+                eprint!("{tool}: {}", err.render());
+                std::process::exit(usage_status.code())
+            }
+        },
+    }
+}
+
+/// A clap value parser for durations (`90s`, `25m`, `1h30m`, `0.5`).
+pub fn duration_arg(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// Print a diagnostic line on stderr, prefixed with the tool's name.
+#[macro_export]
+macro_rules! diag {
+    ($tool:expr, $($arg:tt)*) => {
+        eprintln!("{}: {}", $tool, format_args!($($arg)*))
+    };
+}
+
+/// The entry point of a wrapper tool, in place of Rust's `fn main`.
+///
+/// Rust's runtime sets SIGPIPE to "ignore" before `main` runs, and an ignored signal stays
+/// ignored across exec, so a command run by a wrapper with an ordinary `main` would never
+/// die of a broken pipe (`yes | head` would spin on EPIPE). Starting from a C `main`
+/// skips that, so the command gets exactly the dispositions the caller gave us. The
+/// crate using it must say `#![no_main]`; std itself (args, env, threads, `exit`
+/// flushing stdout) works as usual.
+#[macro_export]
+macro_rules! wrapper_main {
+    ($run:path) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn main(
+            _argc: ::std::ffi::c_int,
+            _argv: *const *const ::std::ffi::c_char,
+        ) -> ::std::ffi::c_int {
+            let status: i32 = $run();
+            ::std::process::exit(status)
+        }
+    };
+}

@@ -1,0 +1,58 @@
+//! Every environment variable the tools read or set, in one table
+//! (`docs/environment.md`), used as `#[arg(env = EnvVars::X)]` so a name is never typed
+//! twice.
+
+pub struct EnvVars;
+
+impl EnvVars {
+    /// Directory of app lockfiles (lock, deploy, janitor).
+    pub const CCCI_APP_LOCK_DIR: &'static str = "CCCI_APP_LOCK_DIR";
+    /// How long `ccci-lock` waits for a held lock before giving up.
+    pub const CCCI_LOCK_WAIT: &'static str = "CCCI_LOCK_WAIT";
+    /// Parent of the per-run directories (rundir).
+    pub const CCCI_RUNS_DIR: &'static str = "CCCI_RUNS_DIR";
+    /// The host's shared abra tree (rundir, janitor).
+    pub const CCCI_CANONICAL_ABRA_DIR: &'static str = "CCCI_CANONICAL_ABRA_DIR";
+    /// This run's id (rundir, lock).
+    pub const CCCI_RUN_ID: &'static str = "CCCI_RUN_ID";
+    /// Drone's build number: the run id when `CCCI_RUN_ID` is not set.
+    pub const DRONE_BUILD_NUMBER: &'static str = "DRONE_BUILD_NUMBER";
+    /// The guard's deadline and grace period.
+    pub const CCCI_DEADLINE: &'static str = "CCCI_DEADLINE";
+    pub const CCCI_GRACE: &'static str = "CCCI_GRACE";
+    /// Where the guard writes its JSON report.
+    pub const CCCI_GUARD_REPORT: &'static str = "CCCI_GUARD_REPORT";
+    /// The janitor's allowlist and denylist of app domains.
+    pub const CCCI_RUN_APP_RE: &'static str = "CCCI_RUN_APP_RE";
+    pub const CCCI_PROTECT_RE: &'static str = "CCCI_PROTECT_RE";
+    /// The docker and abra executables (deploy, janitor).
+    pub const CCCI_DOCKER: &'static str = "CCCI_DOCKER";
+    pub const CCCI_ABRA: &'static str = "CCCI_ABRA";
+
+    /// Set by `ccci-rundir` for the command it runs.
+    pub const ABRA_DIR: &'static str = "ABRA_DIR";
+    pub const CCCI_RUN_DIR: &'static str = "CCCI_RUN_DIR";
+    pub const CCCI_STATE_DIR: &'static str = "CCCI_STATE_DIR";
+    pub const CCCI_DEPLOY_COUNT_FILE: &'static str = "CCCI_DEPLOY_COUNT_FILE";
+    pub const CCCI_OPSTATE_FILE: &'static str = "CCCI_OPSTATE_FILE";
+    pub const CCCI_DEPS_FILE: &'static str = "CCCI_DEPS_FILE";
+    pub const CCCI_DEPSKIP_FILE: &'static str = "CCCI_DEPSKIP_FILE";
+
+    /// Set by `ccci-lock` for the command it runs: the inherited descriptor that holds
+    /// the lock, the lockfile's path and the domain.
+    pub const CCCI_LOCK_FD: &'static str = "CCCI_LOCK_FD";
+    pub const CCCI_LOCK_FILE: &'static str = "CCCI_LOCK_FILE";
+    pub const CCCI_LOCK_DOMAIN: &'static str = "CCCI_LOCK_DOMAIN";
+}
+
+/// Defaults shared by every tool that reads the same variable.
+pub mod defaults {
+    pub const APP_LOCK_DIR: &str = "/run/lock/cc-ci";
+    pub const RUNS_DIR: &str = "/var/lib/cc-ci-runs";
+}
+
+/// The value of `name`, with an empty value counted as unset (a Drone step that writes
+/// `CCCI_RUN_ID=` means "none", not "the empty id").
+pub fn non_empty(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}

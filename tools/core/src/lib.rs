@@ -1,0 +1,19 @@
+//! The shared library of the ccci tools.
+//!
+//! Every tool is a thin `main.rs` over these modules, one concern each, so that the
+//! lock protocol, the exit statuses and the names of the environment variables exist in
+//! exactly one place: two tools that disagreed about any of them would not exclude each
+//! other.
+
+pub mod applock;
+pub mod cli;
+pub mod domain;
+pub mod duration;
+pub mod env;
+pub mod exec;
+pub mod exit;
+pub mod holder;
+pub mod lockdir;
+pub mod lockstatus;
+pub mod runid;
+pub mod timefmt;

@@ -1,0 +1,170 @@
+//! Probing app locks without taking them: `ccci-lock --status` and the janitor's dry run.
+//!
+//! A probe opens the lockfile read-only (never creating it), tries `LOCK_SH|LOCK_NB` and
+//! releases at once by closing. A shared probe never blocks another probe, and a run's
+//! exclusive try treats a momentary shared holder as "not held" (see `applock`), so a
+//! probe can never make a run think the domain is busy.
+
+use std::fs;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::applock::{self, LockError};
+use crate::domain::Domain;
+use crate::holder::Holder;
+use crate::lockdir::LockDir;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockState {
+    Held,
+    Free,
+    /// The lockfile is not one the protocol would use (symlink, foreign owner, ...).
+    Refused,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LockReport {
+    pub domain: String,
+    pub lockfile: String,
+    pub state: LockState,
+    /// Whether the lockfile exists at all (a named domain may have none: free).
+    pub exists: bool,
+    pub holder: Option<Holder>,
+    /// Whether the holder's pid is alive; `null` when not held or not knowable here.
+    pub holder_alive: Option<bool>,
+    /// Seconds since the holder took the lock, from its metadata.
+    pub held_for_s: Option<u64>,
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub version: u32,
+    pub lock_dir: String,
+    pub locks: Vec<LockReport>,
+}
+
+/// Probe one domain's lock.
+pub fn probe(dir: &LockDir, domain: &Domain) -> LockReport {
+    let path = dir.lockfile(domain);
+    let mut report = LockReport {
+        domain: domain.to_string(),
+        lockfile: path.display().to_string(),
+        state: LockState::Free,
+        exists: false,
+        holder: None,
+        holder_alive: None,
+        held_for_s: None,
+        problem: None,
+    };
+    let file = match applock::open_existing(&path) {
+        Ok(None) => return report,
+        Ok(Some(file)) => file,
+        Err(e) => {
+            report.exists = !matches!(e, LockError::Open { .. });
+            report.state = LockState::Refused;
+            report.problem = Some(e.to_string());
+            return report;
+        }
+    };
+    report.exists = true;
+    match file.try_lock_shared() {
+        Ok(()) => {} // free; closing the file releases the probe
+        Err(fs::TryLockError::WouldBlock) => {
+            let holder = Holder::read(&file);
+            report.state = LockState::Held;
+            report.holder_alive = holder.as_ref().and_then(Holder::alive);
+            report.held_for_s = holder
+                .as_ref()
+                .and_then(Holder::age)
+                .as_ref()
+                .map(Duration::as_secs);
+            report.holder = holder;
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            report.state = LockState::Refused;
+            report.problem = Some(format!("cannot probe: {e}"));
+        }
+    }
+    report
+}
+
+/// Probe the named domains, or every lockfile in the directory when none is named.
+pub fn status(dir: &LockDir, domains: &[Domain]) -> std::io::Result<StatusReport> {
+    let listed;
+    let domains = if domains.is_empty() && dir.check_existing().unwrap_or(false) {
+        listed = dir.domains()?;
+        &listed
+    } else {
+        domains
+    };
+    Ok(StatusReport {
+        version: 1,
+        lock_dir: dir.path().display().to_string(),
+        locks: domains.iter().map(|d| probe(dir, d)).collect(),
+    })
+}
+
+impl StatusReport {
+    /// An aligned table for people; scripts use `--json`.
+    pub fn render_text(&self) -> String {
+        let mut rows =
+            vec![["DOMAIN", "STATE", "PID", "ALIVE", "RUN", "HELD", "TOOL"].map(String::from)];
+        for lock in &self.locks {
+            let h = lock.holder.as_ref();
+            let unknown = || "?".to_owned();
+            let dash = || "-".to_owned();
+            let held = lock.state == LockState::Held;
+            let or_dash = |v: Option<String>| {
+                if held {
+                    v.unwrap_or_else(unknown)
+                } else {
+                    dash()
+                }
+            };
+            rows.push([
+                lock.domain.clone(),
+                match lock.state {
+                    LockState::Held => "held",
+                    LockState::Free => "free",
+                    LockState::Refused => "refused",
+                }
+                .to_owned(),
+                or_dash(h.and_then(|h| h.pid).map(|p| p.to_string())),
+                or_dash(
+                    lock.holder_alive
+                        .map(|a| if a { "yes" } else { "no" }.to_owned()),
+                ),
+                or_dash(h.and_then(|h| h.run_id.clone())),
+                or_dash(
+                    lock.held_for_s
+                        .map(|s| crate::duration::format(Duration::from_secs(s))),
+                ),
+                or_dash(h.and_then(|h| h.tool.clone())),
+            ]);
+        }
+        let widths: Vec<usize> = (0..7)
+            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for row in rows {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        for lock in self.locks.iter().filter(|l| l.problem.is_some()) {
+            out.push_str(&format!(
+                "{}: {}\n",
+                lock.domain,
+                lock.problem.as_deref().unwrap_or_default()
+            ));
+        }
+        out
+    }
+}
