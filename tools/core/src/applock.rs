@@ -127,7 +127,7 @@ impl AppLock {
             let file = if try_exclusive(&file).map_err(flock_err)? {
                 file
             } else {
-                let holder = Holder::read(&file);
+                let holder = holder_of(&file);
                 if wait == Wait::No || deadline.is_some_and(|d| Instant::now() >= d) {
                     return Ok(Acquisition::Busy {
                         holder,
@@ -201,6 +201,29 @@ impl AppLock {
     pub fn into_inherited_fd(self) -> io::Result<RawFd> {
         fcntl(&self.file, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
         Ok(self.file.into_raw_fd())
+    }
+}
+
+/// Who holds the lock on `file`, for people to read: its metadata when the kernel's lock
+/// table agrees that pid holds it; when it names another pid (the metadata is a past
+/// holder's: the current one, e.g. `flock(1)`, wrote none), just that pid.
+pub fn holder_of(file: &File) -> Option<Holder> {
+    let written = Holder::read(file);
+    let Some(pids) = file
+        .metadata()
+        .ok()
+        .as_ref()
+        .and_then(crate::proclocks::flock_holders)
+    else {
+        return written;
+    };
+    match written {
+        Some(h) if h.pid.is_some_and(|p| pids.contains(&p)) => Some(h),
+        _ => pids.first().map(|&pid| Holder {
+            version: 1,
+            pid: Some(pid),
+            ..Holder::default()
+        }),
     }
 }
 
@@ -334,10 +357,10 @@ fn block(
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
                 if deadline.is_some_and(|d| now >= d) {
-                    return Ok(Err(Holder::read(&file)));
+                    return Ok(Err(holder_of(&file)));
                 }
                 if now >= next_report {
-                    let holder = Holder::read(&file);
+                    let holder = holder_of(&file);
                     on_event(WaitEvent::StillWaiting {
                         waited: now - start,
                         holder: holder.as_ref(),

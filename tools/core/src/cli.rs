@@ -22,10 +22,39 @@ pub fn parse_or_exit<T: Parser>(tool: &str, usage_status: Exit) -> T {
                 Exit::Success.exit()
             }
             _ => {
-                eprint!("{tool}: {}", err.render());
+                match domain_taken_for_an_option(&err) {
+                    Some(e) => eprintln!("{tool}: {e}"),
+                    None => eprint!("{tool}: {}", err.render()),
+                }
                 std::process::exit(usage_status.code())
             }
         },
+    }
+}
+
+/// `ccci-lock -a.b -- cmd` is a domain starting with `-`, which clap reads as the
+/// unknown option `-a`. Say what it is — an invalid domain, quoted whole — instead.
+fn domain_taken_for_an_option(err: &clap::Error) -> Option<crate::domain::DomainError> {
+    use clap::error::{ContextKind, ContextValue};
+    if err.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(flag)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let token = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .filter_map(|a| a.into_string().ok())
+        .find(|a| a.starts_with(flag.as_str()) && !a.starts_with("--"))?;
+    let domain_like = token.contains('.')
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if domain_like {
+        crate::domain::Domain::parse(&token).err()
+    } else {
+        None
     }
 }
 

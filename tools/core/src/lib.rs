@@ -15,5 +15,6 @@ pub mod exit;
 pub mod holder;
 pub mod lockdir;
 pub mod lockstatus;
+pub mod proclocks;
 pub mod runid;
 pub mod timefmt;

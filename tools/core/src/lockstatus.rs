@@ -73,7 +73,7 @@ pub fn probe(dir: &LockDir, domain: &Domain) -> LockReport {
     match file.try_lock_shared() {
         Ok(()) => {} // free; closing the file releases the probe
         Err(fs::TryLockError::WouldBlock) => {
-            let holder = Holder::read(&file);
+            let holder = applock::holder_of(&file);
             report.state = LockState::Held;
             report.holder_alive = holder.as_ref().and_then(Holder::alive);
             report.held_for_s = holder

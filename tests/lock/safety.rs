@@ -1,0 +1,169 @@
+//! The lock dir and lockfile hardening, and domain validation: nothing is ever written
+//! through a planted link, and nothing is created for a bad domain.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+
+use predicates::prelude::*;
+
+use super::D;
+use crate::support::{Sandbox, exists, list};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Tests that need root to make a file owned by someone else. CI runs as root: there a
+/// missing root is a failure, not a skip.
+fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root, and CI must run it"
+    );
+    eprintln!("skipping {test}: needs root to create files owned by another user");
+    false
+}
+
+#[test]
+fn a_planted_symlink_is_refused_and_its_target_untouched() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    let victim = sb.path("victim");
+    fs::write(&victim, "precious").unwrap();
+    let before = fs::metadata(&victim).unwrap().modified().unwrap();
+    symlink(&victim, sb.lockfile(D)).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "touch", "ran"])
+        .current_dir(sb.tmp.path())
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("symbolic link"))
+        .stderr(predicate::str::contains(
+            sb.lockfile(D).display().to_string(),
+        ));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(fs::metadata(&victim).unwrap().modified().unwrap(), before);
+    assert!(!sb.path("ran").exists());
+
+    // A dangling link must not create its target either.
+    fs::remove_file(sb.lockfile(D)).unwrap();
+    let target = sb.path("would-be-created");
+    symlink(&target, sb.lockfile(D)).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .code(125);
+    assert!(!exists(&target));
+}
+
+#[test]
+fn a_planted_hard_link_is_refused_and_its_target_untouched() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    let victim = sb.path("victim");
+    fs::write(&victim, "precious").unwrap();
+    fs::hard_link(&victim, sb.lockfile(D)).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("hard links"));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+}
+
+#[test]
+fn a_directory_where_the_lockfile_belongs_is_refused() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.lockfile(D)).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .code(125);
+    assert!(sb.lockfile(D).is_dir());
+}
+
+#[test]
+fn a_world_writable_lock_dir_without_sticky_bit_is_refused() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    fs::set_permissions(sb.lock_dir(), fs::Permissions::from_mode(0o777)).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("world-writable"))
+        .stderr(predicate::str::contains("CCCI_APP_LOCK_DIR"))
+        .stderr(predicate::str::contains(
+            sb.lock_dir().display().to_string(),
+        ));
+    assert!(list(&sb.lock_dir()).is_empty());
+    // With the sticky bit (as /tmp and /run/lock have) nobody can replace our files.
+    fs::set_permissions(sb.lock_dir(), fs::Permissions::from_mode(0o1777)).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_lock_dir_or_lockfile_owned_by_someone_else_is_refused() {
+    if !require_root("a_lock_dir_or_lockfile_owned_by_someone_else_is_refused") {
+        return;
+    }
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    nix::unistd::chown(&sb.lock_dir(), nobody, None).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("owned by uid 65534"));
+    assert!(list(&sb.lock_dir()).is_empty());
+
+    nix::unistd::chown(&sb.lock_dir(), Some(nix::unistd::Uid::current()), None).unwrap();
+    fs::write(sb.lockfile(D), "theirs").unwrap();
+    nix::unistd::chown(&sb.lockfile(D), nobody, None).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("owned by uid 65534"));
+    assert_eq!(fs::read_to_string(sb.lockfile(D)).unwrap(), "theirs");
+}
+
+#[test]
+fn invalid_domains_are_refused_quoted_and_create_nothing() {
+    let sb = Sandbox::new();
+    let long = "a".repeat(254);
+    let labelled = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(62)
+    );
+    for bad in [
+        "../x", "A.B", "", &long, &labelled, "a..b", "-a.b", "a/b", "a_b", "x.", ".x",
+    ] {
+        sb.assert("ccci-lock")
+            .arg(bad)
+            .args(["--", "touch", "ran"])
+            .current_dir(sb.tmp.path())
+            .assert()
+            .code(125)
+            .stderr(predicate::str::contains(format!("{bad:?}")));
+        assert!(!exists(&sb.lock_dir()), "{bad:?}: the lock dir was created");
+    }
+    // Nor in an existing lock dir.
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    sb.assert("ccci-lock")
+        .args(["../x", "--", "true"])
+        .assert()
+        .code(125);
+    assert!(list(&sb.lock_dir()).is_empty());
+    assert!(!sb.path("ran").exists());
+}

@@ -1,0 +1,294 @@
+//! What the end-to-end tests share: a sandbox of directories handed to the tools through
+//! their `CCCI_*` variables, commands with every inherited `CCCI_*`/`DRONE_*` variable
+//! scrubbed, and background processes whose stderr lines the tests wait for — orderings
+//! are proved with marks the processes write, never with sleeps.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Loose bound for anything a test waits on: long enough for a loaded 2-core machine,
+/// short enough that a hang fails with a message instead of stalling CI.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn bin(tool: &str) -> PathBuf {
+    match tool {
+        "ccci-lock" => env!("CARGO_BIN_EXE_ccci-lock").into(),
+        other => panic!("unknown tool {other}"),
+    }
+}
+
+/// A private lock dir (and scratch space) for one test.
+pub struct Sandbox {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            tmp: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    pub fn lock_dir(&self) -> PathBuf {
+        self.path("locks")
+    }
+
+    pub fn lockfile(&self, domain: &str) -> PathBuf {
+        self.lock_dir().join(format!("cc-ci-app-{domain}.lock"))
+    }
+
+    /// A tool run the way a user runs it, with only this sandbox's variables set.
+    pub fn cmd(&self, tool: &str) -> Command {
+        let mut cmd = Command::new(bin(tool));
+        scrub(&mut cmd);
+        cmd.env("CCCI_APP_LOCK_DIR", self.lock_dir());
+        cmd
+    }
+
+    pub fn assert(&self, tool: &str) -> assert_cmd::Command {
+        assert_cmd::Command::from_std(self.cmd(tool))
+    }
+
+    /// A named pipe a process blocks on (`read x < fifo`) until the test releases it.
+    pub fn fifo(&self, name: &str) -> Gate {
+        let path = self.path(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        Gate { path }
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+}
+
+/// Remove every `CCCI_*` and `DRONE_*` variable the test did not set itself.
+pub fn scrub(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CCCI_") || k.starts_with("DRONE_") {
+            cmd.env_remove(&key);
+        }
+    }
+}
+
+/// One end of a fifo: `open` blocks until the process reaches its `read`, so releasing
+/// a gate also proves the process got that far.
+pub struct Gate {
+    pub path: PathBuf,
+}
+
+impl Gate {
+    pub fn release(&self) {
+        let path = self.path.clone();
+        within(
+            PATIENCE,
+            &format!("a reader on {}", path.display()),
+            move || {
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .expect("open fifo");
+                f.write_all(b"go\n").expect("write fifo");
+            },
+        );
+    }
+}
+
+/// Run `f` on a thread and fail the test if it takes longer than `limit`.
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("gave up after {limit:?} waiting for {what}"))
+}
+
+/// A process running in the background whose stderr the test reads line by line.
+pub struct Background {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Background {
+    pub fn spawn(mut cmd: Command) -> Background {
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so that dropping it ends everything it started.
+        let mut child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Background {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait until a stderr line contains `needle`; returns that line.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_any(&[needle]).1
+    }
+
+    /// Wait until a stderr line contains one of `needles`; returns which and the line.
+    pub fn wait_for_any(&mut self, needles: &[&str]) -> (usize, String) {
+        let end = Instant::now() + PATIENCE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(i) = needles.iter().position(|n| line.contains(n)) {
+                        return (i, line);
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line with {needles:?} within {PATIENCE:?}; saw {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Wait for the process to exit; returns its status and every stderr line.
+    pub fn finish(mut self) -> (ExitStatus, Vec<String>) {
+        let end = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < end,
+                "process {} did not exit; saw {:?}",
+                self.pid(),
+                self.seen
+            );
+            thread::sleep(Duration::from_millis(5));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// `sh -c script` with `$0` set to ccci-lock's path, so scripts can call it as "$0".
+pub fn sh_with(tool: &str, script: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).arg(bin(tool));
+    scrub(&mut cmd);
+    cmd
+}
+
+pub fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Wait until the kernel's lock table shows a blocked flock request on `path`'s inode
+/// (a `->` line in /proc/locks): proof that a waiter is inside flock(2), for waiters
+/// that print nothing.
+pub fn wait_until_blocked_on(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(path).expect("lockfile").ino();
+    let end = Instant::now() + PATIENCE;
+    loop {
+        let table = fs::read_to_string("/proc/locks").unwrap_or_default();
+        let blocked = table.lines().any(|l| {
+            l.contains("->")
+                && l.split_whitespace()
+                    .any(|f| f.rsplit(':').next() == Some(&ino.to_string()))
+        });
+        if blocked {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "no waiter blocked on {} (inode {ino})",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Check enter/leave marks (`enter NAME ...` / `leave NAME`) for overlap: at most one
+/// process inside at any point of the log. Returns how many entries were checked.
+pub fn assert_no_overlap(log: &str) -> usize {
+    let mut inside: Option<String> = None;
+    let mut entries = 0;
+    for (n, line) in log.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("enter"), Some(who)) => {
+                if let Some(other) = &inside {
+                    panic!(
+                        "line {}: {who} entered while {other} was inside\n{log}",
+                        n + 1
+                    );
+                }
+                inside = Some(who.to_owned());
+                entries += 1;
+            }
+            (Some("leave"), Some(who)) => {
+                assert_eq!(
+                    inside.as_deref(),
+                    Some(who),
+                    "line {}: unmatched leave\n{log}",
+                    n + 1
+                );
+                inside = None;
+            }
+            _ => {}
+        }
+    }
+    entries
+}
