@@ -18,6 +18,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub fn bin(tool: &str) -> PathBuf {
     match tool {
         "ccci-lock" => env!("CARGO_BIN_EXE_ccci-lock").into(),
+        "ccci-rundir" => env!("CARGO_BIN_EXE_ccci-rundir").into(),
         other => panic!("unknown tool {other}"),
     }
 }
@@ -42,6 +43,22 @@ impl Sandbox {
         self.path("locks")
     }
 
+    pub fn runs_dir(&self) -> PathBuf {
+        self.path("runs")
+    }
+
+    /// The canonical abra tree (`servers/` is created on first use by `abra_servers`).
+    pub fn abra_dir(&self) -> PathBuf {
+        self.path("abra")
+    }
+
+    /// Create the canonical `servers/` that ccci-rundir requires, and return it.
+    pub fn abra_servers(&self) -> PathBuf {
+        let servers = self.abra_dir().join("servers");
+        fs::create_dir_all(&servers).expect("create servers");
+        servers
+    }
+
     pub fn lockfile(&self, domain: &str) -> PathBuf {
         self.lock_dir().join(format!("cc-ci-app-{domain}.lock"))
     }
@@ -51,6 +68,8 @@ impl Sandbox {
         let mut cmd = Command::new(bin(tool));
         scrub(&mut cmd);
         cmd.env("CCCI_APP_LOCK_DIR", self.lock_dir());
+        cmd.env("CCCI_RUNS_DIR", self.runs_dir());
+        cmd.env("CCCI_CANONICAL_ABRA_DIR", self.abra_dir());
         cmd
     }
 

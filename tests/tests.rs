@@ -2,4 +2,5 @@
 //! processes. One test binary, so the suite links once.
 
 mod lock;
+mod rundir;
 mod support;

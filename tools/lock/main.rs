@@ -213,7 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let holder = Holder::new_for_this_process(
-        domain.as_str(),
+        Some(domain.as_str()),
         run_id.as_ref().map(RunId::as_str),
         TOOL,
         command,

@@ -36,9 +36,10 @@ use crate::lockdir::LockDir;
 /// replacement needs a janitor pass, so a hundred in a row means something is wrong.
 pub const MAX_REOPENS: u32 = 100;
 
-/// How many times to retry when the only holders were momentary shared probes
-/// (`--status`, a dry-run janitor) before treating the lock as held.
-const PROBE_RETRIES: u32 = 100;
+/// How long to keep retrying while the only holders are momentary shared probes
+/// (`--status`, a dry-run janitor) before treating the lock as held. A probe holds its
+/// lock for microseconds; this only runs out under a flood of them.
+const PROBE_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -99,11 +100,8 @@ pub struct AppLock {
 }
 
 impl AppLock {
-    /// Take `domain`'s lock in `dir` (which the caller has [`LockDir::ensure`]d).
-    ///
-    /// `progress` is how often `StillWaiting` is reported while blocked. When a
-    /// `Wait::For` runs out, the helper thread that is blocked in `flock` is left
-    /// behind; if it gets the lock later it closes the file at once, releasing it.
+    /// Take `domain`'s lock in `dir` (which the caller has [`LockDir::ensure`]d); see
+    /// [`acquire_verified`].
     pub fn acquire(
         dir: &LockDir,
         domain: &Domain,
@@ -112,57 +110,17 @@ impl AppLock {
         on_event: &mut dyn FnMut(WaitEvent<'_>),
     ) -> Result<Acquisition, LockError> {
         let path = dir.lockfile(domain);
-        let start = Instant::now();
-        let deadline = match wait {
-            Wait::For(d) => Some(start + d),
-            Wait::No | Wait::Forever => None,
-        };
-        let flock_err = |source| LockError::Flock {
-            path: path.clone(),
-            source,
-        };
-        let mut waited = None;
-        for _ in 0..MAX_REOPENS {
-            let file = open_lockfile(&path)?;
-            let file = if try_exclusive(&file).map_err(flock_err)? {
-                file
-            } else {
-                let holder = holder_of(&file);
-                if wait == Wait::No || deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Ok(Acquisition::Busy {
-                        holder,
-                        waited: start.elapsed(),
-                    });
-                }
-                on_event(WaitEvent::Blocked {
-                    holder: holder.as_ref(),
-                });
-                match block(file, start, deadline, progress, on_event).map_err(flock_err)? {
-                    Ok(file) => {
-                        waited = Some(start.elapsed());
-                        file
-                    }
-                    Err(holder) => {
-                        return Ok(Acquisition::Busy {
-                            holder,
-                            waited: start.elapsed(),
-                        });
-                    }
-                }
-            };
-            if same_file(&file, &path).map_err(flock_err)? {
-                let lock = AppLock {
+        Ok(match acquire_verified(&path, wait, progress, on_event)? {
+            Verified::Held { file, waited } => Acquisition::Held {
+                lock: AppLock {
                     file,
                     path,
                     domain: domain.clone(),
-                };
-                return Ok(Acquisition::Held { lock, waited });
-            }
-            let inode = file.metadata().map(|m| m.ino()).unwrap_or_default();
-            drop(file);
-            on_event(WaitEvent::Replaced { path: &path, inode });
-        }
-        Err(LockError::Unstable { path })
+                },
+                waited,
+            },
+            Verified::Busy { holder, waited } => Acquisition::Busy { holder, waited },
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -202,6 +160,78 @@ impl AppLock {
         fcntl(&self.file, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
         Ok(self.file.into_raw_fd())
     }
+}
+
+/// The outcome of [`acquire_verified`].
+#[derive(Debug)]
+pub enum Verified {
+    Held {
+        file: File,
+        waited: Option<Duration>,
+    },
+    Busy {
+        holder: Option<Holder>,
+        waited: Duration,
+    },
+}
+
+/// Steps 2–4 of the protocol on any lockfile path (the app lock, a run's `.run.lock`):
+/// open by the rules, lock exclusively (waiting as `wait` says), verify identity, and
+/// start over when the path no longer names the inode we locked.
+///
+/// `progress` is how often `StillWaiting` is reported while blocked. When a `Wait::For`
+/// runs out, the helper thread blocked in `flock` is left behind; if it gets the lock
+/// later it closes the file at once, releasing it.
+pub fn acquire_verified(
+    path: &Path,
+    wait: Wait,
+    progress: Duration,
+    on_event: &mut dyn FnMut(WaitEvent<'_>),
+) -> Result<Verified, LockError> {
+    let start = Instant::now();
+    let deadline = match wait {
+        Wait::For(d) => Some(start + d),
+        Wait::No | Wait::Forever => None,
+    };
+    let flock_err = |source| LockError::Flock {
+        path: path.to_owned(),
+        source,
+    };
+    let busy = |holder| Verified::Busy {
+        holder,
+        waited: start.elapsed(),
+    };
+    let mut waited = None;
+    for _ in 0..MAX_REOPENS {
+        let file = open_lockfile(path)?;
+        let file = if try_exclusive(&file).map_err(flock_err)? {
+            file
+        } else {
+            let holder = holder_of(&file);
+            if wait == Wait::No || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(busy(holder));
+            }
+            on_event(WaitEvent::Blocked {
+                holder: holder.as_ref(),
+            });
+            match block(file, start, deadline, progress, on_event).map_err(flock_err)? {
+                Ok(file) => {
+                    waited = Some(start.elapsed());
+                    file
+                }
+                Err(holder) => return Ok(busy(holder)),
+            }
+        };
+        if same_file(&file, path).map_err(flock_err)? {
+            return Ok(Verified::Held { file, waited });
+        }
+        let inode = file.metadata().map(|m| m.ino()).unwrap_or_default();
+        drop(file);
+        on_event(WaitEvent::Replaced { path, inode });
+    }
+    Err(LockError::Unstable {
+        path: path.to_owned(),
+    })
 }
 
 /// Who holds the lock on `file`, for people to read: its metadata when the kernel's lock
@@ -301,7 +331,9 @@ pub fn same_file(file: &File, path: &Path) -> io::Result<bool> {
 /// exclusive try fails, a shared try tells the two apart: it fails only if someone holds
 /// the lock exclusively.
 fn try_exclusive(file: &File) -> io::Result<bool> {
-    for _ in 0..PROBE_RETRIES {
+    let give_up = Instant::now() + PROBE_PATIENCE;
+    let mut pause = Duration::from_micros(20);
+    while Instant::now() < give_up {
         match file.try_lock() {
             Ok(()) => return Ok(true),
             Err(fs::TryLockError::WouldBlock) => {}
@@ -313,7 +345,9 @@ fn try_exclusive(file: &File) -> io::Result<bool> {
             // Only probes hold it. Our own fresh descriptor: unlocking it touches no one.
             Ok(()) => file.unlock()?,
         }
-        thread::yield_now();
+        // Back off a little, so a busy prober cannot keep hitting the same instant.
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
     Ok(false)
 }

@@ -39,14 +39,14 @@ pub struct Holder {
 impl Holder {
     /// Metadata for this process as it takes a lock now.
     pub fn new_for_this_process(
-        domain: &str,
+        domain: Option<&str>,
         run_id: Option<&str>,
         tool: &str,
         command: Vec<String>,
     ) -> Holder {
         Holder {
             version: 1,
-            domain: Some(domain.to_owned()),
+            domain: domain.map(str::to_owned),
             pid: Some(std::process::id() as i32),
             run_id: run_id.map(str::to_owned),
             host: hostname(),
@@ -151,7 +151,7 @@ mod tests {
     fn metadata_round_trips_through_a_file() {
         let file = tempfile::tempfile().unwrap();
         let holder = Holder::new_for_this_process(
-            "a.b",
+            Some("a.b"),
             Some("279"),
             "ccci-lock",
             vec!["sh".into(), "-c".into()],
@@ -169,7 +169,8 @@ mod tests {
 
     #[test]
     fn schema_has_version_and_the_documented_fields() {
-        let holder = Holder::new_for_this_process("a.b", None, "ccci-lock", vec!["true".into()]);
+        let holder =
+            Holder::new_for_this_process(Some("a.b"), None, "ccci-lock", vec!["true".into()]);
         let json: serde_json::Value = serde_json::to_value(&holder).unwrap();
         assert_eq!(json["version"], 1);
         for key in [
@@ -210,7 +211,7 @@ mod tests {
 
     #[test]
     fn describe_names_a_janitor_holder() {
-        let holder = Holder::new_for_this_process("a.b", None, "ccci-janitor", vec![]);
+        let holder = Holder::new_for_this_process(Some("a.b"), None, "ccci-janitor", vec![]);
         let line = describe(Some(&holder), true);
         assert!(line.ends_with(", by ccci-janitor"), "{line}");
         assert!(line.contains("held 0s"), "{line}");
@@ -218,7 +219,7 @@ mod tests {
 
     #[test]
     fn liveness_of_the_holder_pid() {
-        let me = Holder::new_for_this_process("a.b", None, "ccci-lock", vec![]);
+        let me = Holder::new_for_this_process(Some("a.b"), None, "ccci-lock", vec![]);
         assert_eq!(me.alive(), Some(true));
         let gone = Holder {
             pid: Some(i32::MAX),

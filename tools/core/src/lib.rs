@@ -16,5 +16,8 @@ pub mod holder;
 pub mod lockdir;
 pub mod lockstatus;
 pub mod proclocks;
+pub mod rundir;
+pub mod rungc;
 pub mod runid;
+pub mod shareddir;
 pub mod timefmt;
