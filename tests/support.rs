@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -310,4 +311,16 @@ pub fn assert_no_overlap(log: &str) -> usize {
         }
     }
     entries
+}
+
+/// Run a command to completion with the suite's patience as a bound, capturing output.
+pub fn output_within(cmd: Command) -> std::process::Output {
+    let mut cmd = assert_cmd::Command::from_std(cmd);
+    cmd.timeout(PATIENCE);
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.signal() != Some(9),
+        "killed after {PATIENCE:?}: hung"
+    );
+    out
 }

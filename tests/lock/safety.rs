@@ -167,3 +167,43 @@ fn invalid_domains_are_refused_quoted_and_create_nothing() {
     assert!(list(&sb.lock_dir()).is_empty());
     assert!(!sb.path("ran").exists());
 }
+
+#[test]
+fn a_symlinked_lock_dir_is_refused() {
+    // Whoever owns the link could repoint it while runs hold locks in the old target.
+    let sb = Sandbox::new();
+    let real = sb.path("real");
+    fs::create_dir_all(&real).unwrap();
+    symlink(&real, sb.lock_dir()).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("symbolic link"))
+        .stderr(predicate::str::contains("CCCI_APP_LOCK_DIR"));
+    assert!(list(&real).is_empty());
+}
+
+#[test]
+fn a_planted_fifo_is_refused_and_never_hangs_a_probe() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    nix::unistd::mkfifo(
+        &sb.lockfile(D),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let probe = |args: &[&str]| {
+        let mut cmd = sb.cmd("ccci-lock");
+        cmd.args(args);
+        crate::support::output_within(cmd)
+    };
+    let out = probe(&["--status", D]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not a regular file"),
+        "{out:?}"
+    );
+    assert_eq!(probe(&["--status"]).status.code(), Some(0));
+    assert_eq!(probe(&[D, "--", "true"]).status.code(), Some(125));
+}

@@ -5,12 +5,12 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ccci_core::cli::{duration_arg, parse_or_exit};
+use ccci_core::cli::{duration_arg, emit, parse_or_exit};
 use ccci_core::env::{EnvVars, defaults, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::rundir::{RunDir, RunsDir};
 use ccci_core::runid::RunId;
-use ccci_core::{diag, duration, exec, rungc, wrapper_main};
+use ccci_core::{diag, duration, exec, rungc, say, wrapper_main};
 use clap::{Args, Parser, Subcommand};
 
 const TOOL: &str = "ccci-rundir";
@@ -116,7 +116,7 @@ fn rundir_main() -> i32 {
         None => run(cli),
     };
     result.unwrap_or_else(|err| {
-        diag!(TOOL, "{err:#}");
+        diag!(TOOL, "{err}");
         Exit::ToolFailed.code()
     })
 }
@@ -155,7 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         print_vars(&vars, cli.json)?;
         return Ok(Exit::Success.code());
     }
-    eprintln!(
+    say!(
         "== run dir: {} (ABRA_DIR={}) ==",
         run.path.display(),
         run.abra_dir().display()
@@ -181,11 +181,13 @@ fn print_vars(vars: &[(&str, OsString)], json: bool) -> anyhow::Result<()> {
         for (k, v) in vars {
             doc.insert((*k).into(), v.to_string_lossy().into());
         }
-        println!("{}", serde_json::Value::Object(doc));
+        emit(&format!("{}\n", serde_json::Value::Object(doc)))?;
     } else {
-        for (k, v) in vars {
-            println!("{k}={}", shell_quote(&v.to_string_lossy()));
-        }
+        let lines: String = vars
+            .iter()
+            .map(|(k, v)| format!("{k}={}\n", shell_quote(&v.to_string_lossy())))
+            .collect();
+        emit(&lines)?;
     }
     Ok(())
 }
@@ -203,13 +205,18 @@ fn gc(
 ) -> anyhow::Result<i32> {
     let report = rungc::gc(&RunsDir::new(runs_dir), older_than, dry_run)?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        emit(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
         let verb = if dry_run { "would remove" } else { "removed" };
-        for run in &report.removed {
-            let idle = duration::format(Duration::from_secs(run.idle_s));
-            println!("{verb} run {} ({}, idle {idle})", run.run_id, run.path);
-        }
+        let lines: String = report
+            .removed
+            .iter()
+            .map(|run| {
+                let idle = duration::format(Duration::from_secs(run.idle_s));
+                format!("{verb} run {} ({}, idle {idle})\n", run.run_id, run.path)
+            })
+            .collect();
+        emit(&lines)?;
     }
     for run in &report.failed {
         diag!(

@@ -234,6 +234,33 @@ pub fn acquire_verified(
     })
 }
 
+/// The lock on `domain` that this process already holds through a descriptor it
+/// inherited (`CCCI_LOCK_FD`, set by `ccci-lock`), if any: the variables name this domain,
+/// the descriptor is open on the inode the lockfile path names, and `flock(LOCK_EX |
+/// LOCK_NB)` on it succeeds — a no-op on a descriptor that already holds the lock. This
+/// is how a nested `ccci-lock` of the same domain avoids waiting for itself forever, and
+/// how `ccci-deploy` checks it runs under the lock.
+pub fn inherited(dir: &LockDir, domain: &Domain) -> Option<RawFd> {
+    use crate::env::{EnvVars, non_empty};
+    if non_empty(EnvVars::CCCI_LOCK_DOMAIN)?.to_str()? != domain.as_str() {
+        return None;
+    }
+    let fd: RawFd = non_empty(EnvVars::CCCI_LOCK_FD)?.to_str()?.parse().ok()?;
+    // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: `fd` is open (checked just above) and only borrowed for these calls.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let held = nix::sys::stat::fstat(borrowed).ok()?;
+    let named = fs::symlink_metadata(dir.lockfile(domain)).ok()?;
+    if held.st_dev != named.dev() || held.st_ino != named.ino() {
+        return None;
+    }
+    // SAFETY: as above; LOCK_NB never blocks.
+    (unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(fd)
+}
+
 /// Who holds the lock on `file`, for people to read: its metadata when the kernel's lock
 /// table agrees that pid holds it; when it names another pid (the metadata is a past
 /// holder's: the current one, e.g. `flock(1)`, wrote none), just that pid.
@@ -264,17 +291,22 @@ pub fn open_lockfile(path: &Path) -> Result<File, LockError> {
         .write(true)
         .create(true)
         .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .custom_flags(OPEN_FLAGS)
         .open(path);
     checked(path, file)
 }
+
+/// `O_NOFOLLOW`: a planted symlink fails the open itself. `O_NONBLOCK`: a planted FIFO
+/// must not hang the open (it is refused just after, as not a regular file; for a
+/// regular file the flag means nothing and is cleared). `O_CLOEXEC` is std's default.
+const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
 
 /// Open an existing lockfile read-only, for probes that must create nothing; `None` when
 /// there is no such file.
 pub fn open_existing(path: &Path) -> Result<Option<File>, LockError> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .custom_flags(OPEN_FLAGS)
         .open(path);
     match file {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -301,6 +333,16 @@ fn checked(path: &Path, opened: io::Result<File>) -> Result<File, LockError> {
     if !meta.file_type().is_file() {
         return Err(refuse("is not a regular file".into()));
     }
+    // The descriptor may be inherited by the command: leave it an ordinary one.
+    let flags = fcntl(&file, FcntlArg::F_GETFL).map_err(|e| LockError::Open {
+        path: path.into(),
+        source: e.into(),
+    })?;
+    let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    fcntl(&file, FcntlArg::F_SETFL(blocking)).map_err(|e| LockError::Open {
+        path: path.into(),
+        source: e.into(),
+    })?;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
         return Err(refuse(format!(
@@ -378,7 +420,8 @@ fn block(
         })
     };
     let progress = progress.max(Duration::from_millis(10));
-    let mut next_report = start + progress;
+    // From now, not from `start`: after a reopen, reports already due must not burst out.
+    let mut next_report = Instant::now() + progress;
     loop {
         let wake = deadline.map_or(next_report, |d| d.min(next_report));
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {

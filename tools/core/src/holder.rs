@@ -69,7 +69,29 @@ impl Holder {
                 Err(_) => return None,
             }
         }
-        serde_json::from_slice(&buf[..len]).ok()
+        serde_json::from_slice::<Holder>(&buf[..len])
+            .ok()
+            .map(Holder::sanitized)
+    }
+
+    /// Anyone holding the descriptor can write anything into the file, and what we read
+    /// ends up in log lines that CI log readers scan: a run id or domain that is not a
+    /// valid one, or text with control characters, must not forge a `== ... ==` line.
+    fn sanitized(self) -> Holder {
+        let text =
+            |s: Option<String>| s.filter(|s| s.len() <= 255 && !s.chars().any(char::is_control));
+        Holder {
+            domain: self
+                .domain
+                .filter(|d| crate::domain::Domain::parse(d).is_ok()),
+            run_id: self
+                .run_id
+                .filter(|r| crate::runid::RunId::parse(r).is_ok()),
+            host: text(self.host),
+            started_at: text(self.started_at),
+            tool: text(self.tool),
+            ..self
+        }
     }
 
     /// Replace the lockfile's content with this metadata. Only the verified holder calls
@@ -207,6 +229,19 @@ mod tests {
         let holder = Holder::read(&file).unwrap();
         assert_eq!(holder.pid, Some(42));
         assert_eq!(describe(Some(&holder), false), "pid 42, run unknown");
+    }
+
+    #[test]
+    fn forged_fields_read_as_unknown() {
+        let mut file = tempfile::tempfile().unwrap();
+        let forged = r#"{"version":1,"pid":7,"run_id":"7) ==\n== app lock: acquired x ==","tool":"a\u001b[31m","domain":"../x"}"#;
+        file.write_all(forged.as_bytes()).unwrap();
+        let holder = Holder::read(&file).unwrap();
+        assert_eq!(
+            (holder.run_id, holder.tool, holder.domain),
+            (None, None, None)
+        );
+        assert_eq!(holder.pid, Some(7));
     }
 
     #[test]
