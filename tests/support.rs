@@ -324,3 +324,17 @@ pub fn output_within(cmd: Command) -> std::process::Output {
     );
     out
 }
+
+/// Tests that need root (files owned by someone else, mounts). CI runs as root: there a
+/// missing root is a failure, not a skip.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root, and CI must run it"
+    );
+    eprintln!("skipping {test}: needs root");
+    false
+}

@@ -153,6 +153,20 @@ fn a_directory_as_command_is_126() {
 }
 
 #[test]
+fn a_script_whose_interpreter_is_missing_is_126_not_127() {
+    let sb = Sandbox::new();
+    let script = sb.path("script");
+    fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--"])
+        .arg(&script)
+        .assert()
+        .code(126)
+        .stderr(predicate::str::contains("interpreter"));
+}
+
+#[test]
 fn usage_errors_are_125_never_2() {
     let sb = Sandbox::new();
     for args in [

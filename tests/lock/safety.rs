@@ -7,25 +7,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use predicates::prelude::*;
 
 use super::D;
-use crate::support::{Sandbox, exists, list};
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Tests that need root to make a file owned by someone else. CI runs as root: there a
-/// missing root is a failure, not a skip.
-fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("skipping {test}: needs root to create files owned by another user");
-    false
-}
+use crate::support::{Sandbox, exists, list, require_root};
 
 #[test]
 fn a_planted_symlink_is_refused_and_its_target_untouched() {

@@ -336,3 +336,23 @@ fn usage_errors_are_125() {
         .assert()
         .code(127);
 }
+
+#[test]
+fn modes_are_0755_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.abra_servers();
+    let mut cmd =
+        crate::support::sh_with("ccci-rundir", "umask 077; exec \"$0\" --run-id u -- true");
+    cmd.env("CCCI_RUNS_DIR", sb.runs_dir())
+        .env("CCCI_CANONICAL_ABRA_DIR", sb.abra_dir());
+    assert!(cmd.status().unwrap().success());
+    for dir in ["", "u", "u/abra", "u/abra/recipes", "u/state"] {
+        let mode = fs::metadata(sb.runs_dir().join(dir))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        assert_eq!(mode, 0o755, "{dir}");
+    }
+}

@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ccci_core::cli::{duration_arg, emit, parse_or_exit};
+use ccci_core::cli::{duration_arg, emit, emit_bytes, parse_or_exit};
 use ccci_core::env::{EnvVars, defaults, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::rundir::{RunDir, RunsDir};
@@ -175,26 +175,44 @@ fn manual_run_id() -> String {
 }
 
 fn print_vars(vars: &[(&str, OsString)], json: bool) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     if json {
         let mut doc = serde_json::Map::new();
         doc.insert("version".into(), 1.into());
         for (k, v) in vars {
-            doc.insert((*k).into(), v.to_string_lossy().into());
+            let Some(v) = v.to_str() else {
+                anyhow::bail!(
+                    "{k} is not valid UTF-8 ({v:?}), which JSON cannot carry: use --print without --json"
+                );
+            };
+            doc.insert((*k).into(), v.into());
         }
         emit(&format!("{}\n", serde_json::Value::Object(doc)))?;
     } else {
-        let lines: String = vars
-            .iter()
-            .map(|(k, v)| format!("{k}={}\n", shell_quote(&v.to_string_lossy())))
-            .collect();
-        emit(&lines)?;
+        let mut lines = Vec::new();
+        for (k, v) in vars {
+            lines.extend_from_slice(format!("{k}=").as_bytes());
+            lines.extend(shell_quote(v.as_bytes()));
+            lines.push(b'\n');
+        }
+        emit_bytes(&lines)?;
     }
     Ok(())
 }
 
-/// Single-quote for POSIX sh, so `eval "$(ccci-rundir --print)"` is safe whatever the path.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// Single-quote for POSIX sh, byte for byte, so `eval "$(ccci-rundir --print)"` gives
+/// back exactly the path, whatever it contains.
+fn shell_quote(s: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'\''];
+    for &b in s {
+        if b == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+    out
 }
 
 fn gc(

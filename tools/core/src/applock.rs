@@ -188,6 +188,23 @@ pub fn acquire_verified(
     progress: Duration,
     on_event: &mut dyn FnMut(WaitEvent<'_>),
 ) -> Result<Verified, LockError> {
+    acquire(path, true, wait, progress, on_event)
+}
+
+/// As [`acquire_verified`], but never creates the lockfile: a missing one is
+/// `LockError::Open` with `NotFound` (for `gc`, which must not mistake a directory that
+/// never was a run for one by creating its lock).
+pub fn acquire_existing(path: &Path, wait: Wait) -> Result<Verified, LockError> {
+    acquire(path, false, wait, Duration::MAX, &mut |_| {})
+}
+
+fn acquire(
+    path: &Path,
+    create: bool,
+    wait: Wait,
+    progress: Duration,
+    on_event: &mut dyn FnMut(WaitEvent<'_>),
+) -> Result<Verified, LockError> {
     let start = Instant::now();
     let deadline = match wait {
         Wait::For(d) => Some(start + d),
@@ -203,7 +220,7 @@ pub fn acquire_verified(
     };
     let mut waited = None;
     for _ in 0..MAX_REOPENS {
-        let file = open_lockfile(path)?;
+        let file = open_rw(path, create)?;
         let file = if try_exclusive(&file).map_err(flock_err)? {
             file
         } else {
@@ -286,10 +303,14 @@ pub fn holder_of(file: &File) -> Option<Holder> {
 
 /// Open (creating if absent) a lockfile by the protocol's rules.
 pub fn open_lockfile(path: &Path) -> Result<File, LockError> {
+    open_rw(path, true)
+}
+
+fn open_rw(path: &Path, create: bool) -> Result<File, LockError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
+        .create(create)
         .mode(0o644)
         .custom_flags(OPEN_FLAGS)
         .open(path);
@@ -421,7 +442,7 @@ fn block(
     };
     let progress = progress.max(Duration::from_millis(10));
     // From now, not from `start`: after a reopen, reports already due must not burst out.
-    let mut next_report = Instant::now() + progress;
+    let mut next_report = Instant::now() + progress.min(Duration::from_secs(86_400 * 365));
     loop {
         let wake = deadline.map_or(next_report, |d| d.min(next_report));
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
@@ -442,7 +463,7 @@ fn block(
                         waited: now - start,
                         holder: holder.as_ref(),
                     });
-                    next_report += progress;
+                    next_report = now + progress.min(Duration::from_secs(86_400 * 365));
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {

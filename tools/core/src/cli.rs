@@ -78,8 +78,13 @@ fn write_stderr(text: &str) {
 /// Data on stdout, in one piece; a failure to write it (a full disk, a closed pipe) is
 /// the tool's failure, which the caller reports.
 pub fn emit(text: &str) -> io::Result<()> {
+    emit_bytes(text.as_bytes())
+}
+
+/// As [`emit`], for data that need not be UTF-8 (paths).
+pub fn emit_bytes(data: &[u8]) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+    out.write_all(data)?;
     out.flush()
 }
 

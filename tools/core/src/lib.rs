@@ -7,6 +7,9 @@
 
 pub mod applock;
 pub mod cli;
+pub mod convergence;
+pub mod deploy;
+pub mod docker;
 pub mod domain;
 pub mod duration;
 pub mod env;
@@ -16,8 +19,11 @@ pub mod holder;
 pub mod lockdir;
 pub mod lockstatus;
 pub mod proclocks;
+pub mod removal;
 pub mod rundir;
 pub mod rungc;
 pub mod runid;
 pub mod shareddir;
+pub mod swarm;
+pub mod teardown;
 pub mod timefmt;

@@ -145,7 +145,11 @@ impl RunDir {
         link(&abra.join("catalogue"), &catalogue)?;
         fresh_dir(&abra.join("recipes"), true)?;
         fresh_dir(&self.state_dir(), true)?;
-        Ok(())
+        // Relaying out an old run id adds no entry, so the mtime `gc` judges idleness by
+        // would stay old: a run just (re)started must never look idle.
+        let touch =
+            File::open(&self.path).and_then(|d| d.set_modified(std::time::SystemTime::now()));
+        touch.map_err(io_err("touch", &self.path))
     }
 
     pub fn abra_dir(&self) -> PathBuf {
@@ -182,14 +186,17 @@ impl RunDir {
     }
 }
 
-/// Create the run dir if needed and take its `.run.lock` without waiting. A `gc` that
-/// removes the directory renames it away first, so a lock taken on the old one fails the
-/// identity check, and the directory is created afresh.
+/// Create the run dir if needed and take its `.run.lock` without waiting (another holder
+/// is another process using this run id). A `gc` that removes the directory holds the
+/// lock while it renames the directory away: that one is waited for, and since the lock
+/// it released is then on a dead file (identity check) or in a vanished directory, the
+/// directory is created afresh.
 fn lock_run(path: &Path, id: &RunId) -> Result<File, RunDirError> {
     let lockfile = path.join(RUN_LOCK);
+    let mut wait = Wait::No;
     for _ in 0..applock::MAX_REOPENS {
         match fs::DirBuilder::new().mode(0o755).create(path) {
-            Ok(()) => {}
+            Ok(()) => set_mode(path)?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err("create", path)(e)),
         }
@@ -200,12 +207,19 @@ fn lock_run(path: &Path, id: &RunId) -> Result<File, RunDirError> {
                 path: path.to_owned(),
             });
         }
-        match applock::acquire_verified(&lockfile, Wait::No, Duration::MAX, &mut |_| {}) {
+        match applock::acquire_verified(&lockfile, wait, Duration::MAX, &mut |_| {}) {
             Ok(Verified::Held { file, .. }) => {
                 let holder =
                     Holder::new_for_this_process(None, Some(id.as_str()), "ccci-rundir", vec![]);
                 let _ = holder.write(&file); // only for people reading it: best effort
                 return Ok(file);
+            }
+            // `gc` holds it only while it renames the directory away and deletes it: wait
+            // for that, then start over in a fresh directory.
+            Ok(Verified::Busy {
+                holder: Some(h), ..
+            }) if wait == Wait::No && h.tool.as_deref() == Some(crate::rungc::GC_TOOL) => {
+                wait = Wait::For(Duration::from_secs(60));
             }
             Ok(Verified::Busy { holder, .. }) => {
                 let (pid, _) = crate::holder::pid_and_run(holder.as_ref());
@@ -231,16 +245,7 @@ fn fresh_dir(path: &Path, empty: bool) -> Result<(), RunDirError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => {
             if empty {
-                for entry in fs::read_dir(path).map_err(io_err("read", path))? {
-                    let entry = entry.map_err(io_err("read", path))?.path();
-                    let is_dir = fs::symlink_metadata(&entry).is_ok_and(|m| m.is_dir());
-                    let removed = if is_dir {
-                        fs::remove_dir_all(&entry)
-                    } else {
-                        fs::remove_file(&entry)
-                    };
-                    removed.map_err(io_err("empty", &entry))?;
-                }
+                crate::removal::empty_dir(path).map_err(io_err("empty", path))?;
             }
             return Ok(());
         }
@@ -258,7 +263,14 @@ fn fresh_dir(path: &Path, empty: bool) -> Result<(), RunDirError> {
     fs::DirBuilder::new()
         .mode(0o755)
         .create(path)
-        .map_err(io_err("create", path))
+        .map_err(io_err("create", path))?;
+    set_mode(path)
+}
+
+/// Exactly 0755 whatever the umask: the run's tree is read by whoever runs its steps.
+fn set_mode(path: &Path) -> Result<(), RunDirError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", path))
 }
 
 /// Make `path` a symlink to `target`: kept if it already is one, replaced atomically if

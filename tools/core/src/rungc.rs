@@ -1,8 +1,12 @@
 //! `ccci-rundir gc`: remove run directories nobody uses any more.
 //!
-//! A run directory is removed only when its `.run.lock` is free — taken here without
-//! waiting, and held for the whole removal — and its newest mtime (the directory and
-//! `state/`) is older than the limit. A held run is never removed, however old.
+//! A run directory is a directory of ours holding a regular `.run.lock` of ours: anything
+//! else in the runs dir (a mistyped `--runs-dir` pointing at `/var/lib`) is not a run and
+//! is never touched; the lock is never created here. A run is removed only when that
+//! lock is free — taken without waiting, and held for the whole removal — and its newest
+//! mtime (the directory and `state/`), checked again under the lock, is older than the
+//! limit. A held run is never removed, however old. Nothing mounted inside a run is ever
+//! reached (see `removal`).
 //!
 //! Removal never follows a symlink: `abra/servers` points at the canonical tree, and
 //! deleting through it would destroy every app's config. std's `remove_dir_all` unlinks
@@ -26,6 +30,10 @@ use crate::rundir::{RUN_LOCK, RunsDir};
 use crate::runid::RunId;
 
 const TRASH_PREFIX: &str = "gc~";
+
+/// The `tool` in the metadata gc writes into a run lock it holds: a run of the same id
+/// that finds it waits for the removal instead of reporting "already in progress".
+pub const GC_TOOL: &str = "ccci-rundir gc";
 
 #[derive(Debug, Serialize)]
 pub struct GcEntry {
@@ -62,38 +70,52 @@ pub fn gc(runs: &RunsDir, older_than: Duration, dry_run: bool) -> io::Result<GcR
     for name in entries {
         let Some(name) = name.to_str() else { continue };
         let path = runs.path().join(name);
-        if name.starts_with(TRASH_PREFIX) {
-            if !dry_run {
-                let _ = fs::remove_dir_all(&path);
-            }
-            continue;
-        }
-        let Ok(id) = RunId::parse(name) else { continue };
         let mut entry = GcEntry {
-            run_id: id.to_string(),
+            run_id: name.to_owned(),
             path: path.display().to_string(),
             idle_s: 0,
             reason: None,
         };
-        // Never follow a symlink in the runs dir, nor treat a file as a run.
-        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            entry.reason = Some("not a directory (not followed)".into());
-            report.kept.push(entry);
+        let is_trash = name.starts_with(TRASH_PREFIX);
+        if !is_trash && RunId::parse(name).is_err() {
             continue;
         }
-        // Age first: creating a missing .run.lock below would make the run look new.
+        if !is_run_dir(&path) {
+            if !is_trash {
+                entry.reason =
+                    Some("not a run directory (no .run.lock of ours): not touched".into());
+                report.kept.push(entry);
+            }
+            continue;
+        }
+        // Age first, without locking (cheap), and again under the lock below.
         let idle = idle_for(&path);
         entry.idle_s = idle.as_secs();
-        if idle < older_than {
+        if !is_trash && idle < older_than {
             entry.reason = Some(format!("recent (idle {})", duration::format(idle)));
             report.kept.push(entry);
             continue;
         }
-        match remove_if_free(runs, &path, &id, dry_run) {
-            Ok(None) => report.removed.push(entry),
-            Ok(Some(reason)) => {
+        let outcome = match dry_run {
+            true => probe(&path),
+            false => remove_if_free(
+                runs,
+                &path,
+                name,
+                if is_trash { None } else { Some(older_than) },
+            ),
+        };
+        match outcome {
+            Ok(Fate::Removed) => report.removed.push(entry),
+            Ok(Fate::Gone) => {}
+            Ok(Fate::Kept(reason)) => {
                 entry.reason = Some(reason);
                 report.kept.push(entry);
+            }
+            Ok(Fate::Failed { path, error }) => {
+                entry.path = path;
+                entry.reason = Some(error);
+                report.failed.push(entry);
             }
             Err(e) => {
                 entry.reason = Some(e.to_string());
@@ -102,6 +124,28 @@ pub fn gc(runs: &RunsDir, older_than: Duration, dry_run: bool) -> io::Result<GcR
         }
     }
     Ok(report)
+}
+
+/// A directory of ours with a regular `.run.lock` of ours (not followed).
+fn is_run_dir(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let ours = |p: &Path, dir: bool| {
+        fs::symlink_metadata(p)
+            .is_ok_and(|m| m.uid() == me && if dir { m.is_dir() } else { m.is_file() })
+    };
+    ours(path, true) && ours(&path.join(RUN_LOCK), false)
+}
+
+enum Fate {
+    Removed,
+    /// Vanished since the listing (another gc took it): nothing to report.
+    Gone,
+    Kept(String),
+    Failed {
+        path: String,
+        error: String,
+    },
 }
 
 /// How long since the run directory or its `state/` last changed (symlinks not followed).
@@ -114,37 +158,74 @@ fn idle_for(run: &Path) -> Duration {
     SystemTime::now().duration_since(newest).unwrap_or_default()
 }
 
-/// Remove the run if its lock is free; `Some(reason)` when it is kept.
+/// Dry run: probe the lock with `LOCK_SH|LOCK_NB`, create and change nothing.
+fn probe(path: &Path) -> Result<Fate, GcError> {
+    let held = match applock::open_existing(&path.join(RUN_LOCK))? {
+        None => return Ok(Fate::Gone),
+        Some(f) => matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)),
+    };
+    Ok(if held {
+        Fate::Kept("held by a live run".into())
+    } else {
+        Fate::Removed
+    })
+}
+
+/// Remove the run if its lock is free and (for a run, not leftover trash) it is still
+/// idle once the lock is held.
 fn remove_if_free(
     runs: &RunsDir,
     path: &Path,
-    id: &RunId,
-    dry_run: bool,
-) -> Result<Option<String>, GcError> {
-    let lockfile = path.join(RUN_LOCK);
-    if dry_run {
-        // Probe without creating or holding anything.
-        let held = match applock::open_existing(&lockfile)? {
-            None => false,
-            Some(f) => matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)),
-        };
-        return Ok(held.then(|| "held by a live run".to_owned()));
-    }
-    let file = match applock::acquire_verified(&lockfile, Wait::No, Duration::MAX, &mut |_| {})? {
+    name: &str,
+    older_than: Option<Duration>,
+) -> Result<Fate, GcError> {
+    let lock = match applock::acquire_existing(&path.join(RUN_LOCK), Wait::No) {
+        Err(applock::LockError::Open { source, .. })
+            if source.kind() == io::ErrorKind::NotFound =>
+        {
+            return Ok(Fate::Gone);
+        }
+        other => other?,
+    };
+    let file = match lock {
         Verified::Busy { holder, .. } => {
             let (pid, _) = pid_and_run(holder.as_ref());
-            return Ok(Some(format!("held by pid {pid}")));
+            return Ok(Fate::Kept(format!("held by pid {pid}")));
         }
         Verified::Held { file, .. } => file,
     };
-    let trash = runs
-        .path()
-        .join(format!("{TRASH_PREFIX}{id}~{}", std::process::id()));
-    fs::rename(path, &trash)?;
-    let removed = fs::remove_dir_all(&trash);
+    if let Some(limit) = older_than {
+        let idle = idle_for(path);
+        if idle < limit {
+            return Ok(Fate::Kept(format!(
+                "recent (idle {})",
+                duration::format(idle)
+            )));
+        }
+    }
+    let holder = crate::holder::Holder::new_for_this_process(None, None, GC_TOOL, vec![]);
+    let _ = holder.write(&file); // so a run of this id waits for us (see rundir)
+    let trash = if name.starts_with(TRASH_PREFIX) {
+        path.to_owned()
+    } else {
+        let trash = runs
+            .path()
+            .join(format!("{TRASH_PREFIX}{name}~{}", std::process::id()));
+        match fs::rename(path, &trash) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Fate::Gone),
+            other => other?,
+        }
+        trash
+    };
+    let removed = crate::removal::remove_tree(&trash);
     drop(file); // released only now: the run is gone
-    removed?;
-    Ok(None)
+    Ok(match removed {
+        Ok(()) => Fate::Removed,
+        Err(e) => Fate::Failed {
+            path: trash.display().to_string(),
+            error: e.to_string(),
+        },
+    })
 }
 
 /// What can go wrong removing one run.
