@@ -17,7 +17,7 @@ fn age(run: &Path) {
     {
         let ok = Command::new("touch")
             .args(["-h", "-d", "10 days ago"])
-            .arg(&p)
+            .arg(p)
             .status()
             .unwrap();
         assert!(ok.success());
