@@ -20,6 +20,7 @@ pub fn bin(tool: &str) -> PathBuf {
     match tool {
         "ccci-lock" => env!("CARGO_BIN_EXE_ccci-lock").into(),
         "ccci-rundir" => env!("CARGO_BIN_EXE_ccci-rundir").into(),
+        "ccci-deploy" => env!("CARGO_BIN_EXE_ccci-deploy").into(),
         other => panic!("unknown tool {other}"),
     }
 }

@@ -114,7 +114,7 @@ pub fn parse_set(s: &str) -> Result<(String, String), String> {
 pub enum AbraError {
     #[error("abra is unavailable: `{command}` could not be started: {source}")]
     Unavailable { command: String, source: io::Error },
-    #[error("`{command}` exited with {status}; its last lines:\n{tail}")]
+    #[error("`{command}` failed with {status}; its last lines:\n{tail}")]
     Failed {
         command: String,
         status: String,
@@ -180,7 +180,14 @@ impl Abra {
         }
         Err(AbraError::Failed {
             command,
-            status: status.to_string(),
+            status: match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
+                (Some(code), _) => format!("status {code}"),
+                (None, Some(sig)) => format!("signal {sig}"),
+                _ => status.to_string(),
+            },
             tail: tail
                 .iter()
                 .map(|l| format!("  > {l}"))
