@@ -6,7 +6,9 @@
 //! the flag until the next update, even once every task runs again — waiting for it to
 //! clear would wait forever. `updating` and `rollback_started` are not settled.
 //!
-//! Polling is with backoff (0.5 s, doubling, at most 5 s), never a fixed long sleep.
+//! Polling is with backoff (0.5 s, doubling, at most 5 s), never a fixed long sleep, and
+//! the stack must be seen converged on two polls in a row: a crash-looping task is
+//! "running" for an instant every restart, and one lucky poll must not count.
 
 use std::time::{Duration, Instant};
 
@@ -112,15 +114,20 @@ pub fn wait(
     let start = Instant::now();
     let mut pause = FIRST_POLL;
     let mut next_report = start + PROGRESS_EVERY;
+    let mut seen_ready = false;
     loop {
         let services = swarm::services(docker, Some(stack))?;
         // No service at all is not "nothing left to wait for": the deploy made none yet.
-        if !services.is_empty() && services.iter().all(ready) {
+        let all_ready = !services.is_empty() && services.iter().all(ready);
+        // Twice in a row: a crash-looping task caught in its instant of "running" must
+        // not pass for a converged service.
+        if all_ready && seen_ready {
             return Ok(Outcome::Converged {
                 services: services.len(),
                 after: start.elapsed(),
             });
         }
+        seen_ready = all_ready;
         let now = Instant::now();
         if now >= start + timeout {
             return Ok(Outcome::TimedOut {
@@ -136,9 +143,10 @@ pub fn wait(
             next_report += PROGRESS_EVERY;
         }
         let left = (start + timeout).saturating_duration_since(now);
+        // Confirming a converged look needs no long wait; otherwise back off.
+        let wait = if all_ready { FIRST_POLL } else { pause };
         std::thread::sleep(
-            pause
-                .min(left)
+            wait.min(left)
                 .min(next_report.saturating_duration_since(now)),
         );
         pause = (pause * 2).min(MAX_POLL);
