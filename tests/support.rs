@@ -21,6 +21,7 @@ pub fn bin(tool: &str) -> PathBuf {
         "ccci-lock" => env!("CARGO_BIN_EXE_ccci-lock").into(),
         "ccci-rundir" => env!("CARGO_BIN_EXE_ccci-rundir").into(),
         "ccci-deploy" => env!("CARGO_BIN_EXE_ccci-deploy").into(),
+        "ccci-janitor" => env!("CARGO_BIN_EXE_ccci-janitor").into(),
         other => panic!("unknown tool {other}"),
     }
 }

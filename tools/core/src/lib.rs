@@ -16,6 +16,8 @@ pub mod env;
 pub mod exec;
 pub mod exit;
 pub mod holder;
+pub mod janitor;
+pub mod janitor_report;
 pub mod lockdir;
 pub mod lockstatus;
 pub mod proclocks;
