@@ -134,11 +134,13 @@ impl Janitor<'_> {
                 return report;
             }
         };
-        // Held and verified: say who holds it, so a run that now blocks shows us.
-        let me = Holder::new_for_this_process(Some(domain.as_str()), None, "ccci-janitor", vec![]);
-        let _ = me.write(&file);
         let lock = applock::AppLock::from_verified(file, path, domain.clone());
         report.outcome = if has_resources {
+            // Held and verified: say who holds it, so a run that now blocks on this
+            // domain for the length of the reap shows us. (A tidy takes no time.)
+            let me =
+                Holder::new_for_this_process(Some(domain.as_str()), None, "ccci-janitor", vec![]);
+            let _ = lock.write_holder(&me);
             let teardown = Teardown {
                 docker: self.docker,
                 domain,

@@ -247,15 +247,20 @@ fn services_retrying(
 
 /// The stack an unlabelled `name` belongs to: the longest of `known` (plus `stack`
 /// itself, which is always known to its caller) that `name` starts with, followed by `_`.
+/// Looks up each `_`-prefix of the name, longest first, so the cost does not grow with
+/// the number of known stacks (a janitor pass knows thousands).
 pub fn owner<'a>(name: &str, known: &'a BTreeSet<String>, stack: &'a str) -> Option<&'a str> {
-    known
-        .iter()
-        .map(String::as_str)
-        .chain(std::iter::once(stack))
-        .filter(|k| {
-            name.len() > k.len() + 1 && name.starts_with(k) && name.as_bytes()[k.len()] == b'_'
+    name.char_indices()
+        .rev()
+        .filter(|&(i, c)| c == '_' && i + 1 < name.len())
+        .map(|(i, _)| &name[..i])
+        .find_map(|prefix| {
+            if prefix == stack {
+                Some(stack)
+            } else {
+                known.get(prefix).map(String::as_str)
+            }
         })
-        .max_by_key(|k| k.len())
 }
 
 #[cfg(test)]
