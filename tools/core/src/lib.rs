@@ -6,6 +6,7 @@
 //! other.
 
 pub mod applock;
+pub mod child;
 pub mod cli;
 pub mod domain;
 pub mod duration;
@@ -16,5 +17,7 @@ pub mod holder;
 pub mod lockdir;
 pub mod lockstatus;
 pub mod proclocks;
+pub mod report;
 pub mod runid;
+pub mod supervise;
 pub mod timefmt;
