@@ -1,5 +1,6 @@
 //! End-to-end tests: every tool run as a real process, against real flocks held by real
 //! processes. One test binary, so the suite links once.
 
+mod guard;
 mod lock;
 mod support;

@@ -113,10 +113,20 @@ impl Ending {
     }
 }
 
-/// A log line on stderr that never panics: stderr may be a closed pipe by the time the
+/// A log line on stderr, in one write(2) so that it never interleaves with the
+/// command's output on the same pipe, formatted on the stack (no allocation for a line
+/// logged per signal), and never panicking: stderr may be a closed pipe by the time the
 /// guard tears down (SIGPIPE is blocked, so the write just fails).
 pub fn say(line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let mut buf = [0u8; 1024];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let whole = if writeln!(cursor, "{line}").is_ok() {
+        let len = cursor.position() as usize;
+        std::borrow::Cow::Borrowed(&buf[..len])
+    } else {
+        std::borrow::Cow::Owned(format!("{line}\n").into_bytes())
+    };
+    let _ = std::io::stderr().write_all(&whole);
 }
 
 const REQUESTS: [Signal; 4] = [
@@ -353,6 +363,10 @@ impl Run<'_> {
             }
             let mut timeout =
                 (!sweep.is_killing()).then(|| grace_end.saturating_duration_since(now));
+            if !sweep.is_killing() && alive > 0 {
+                // Look again soon for a process that swallowed its TERM before exec.
+                timeout = timeout.map(|t| t.min(LOOK_AGAIN));
+            }
             if blind {
                 // Something we cannot poll for: a process without a pidfd, or a child
                 // not yet seen by the walk. Look again soon.
@@ -366,6 +380,9 @@ impl Run<'_> {
 
 /// How soon the sweep looks again when it has nothing to poll on.
 const POLL_AGAIN: Duration = Duration::from_millis(10);
+/// How often the sweep looks for leftovers that exec'd after their TERM (see
+/// `child::sweep`).
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 /// The one place the guard waits.
 fn wait(fds: &mut [PollFd<'_>], timeout: Option<Duration>) {

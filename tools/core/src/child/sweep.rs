@@ -6,6 +6,14 @@
 //! gets TERM followed by CONT (a stopped process would not act on TERM until continued);
 //! when the grace period runs out, [`Sweep::escalate`] sends SIGKILL to what is left,
 //! and from then on newcomers get SIGKILL at once.
+//!
+//! A TERM can be swallowed: a shell that traps TERM and has just forked a child runs its
+//! own handler in that child until the child execs (`fork(2)` keeps handlers, `execve(2)`
+//! resets them), so a TERM landing in between only sets a flag in a process that is about
+//! to become, say, `sleep 100` — which then never hears of it. So each step also looks
+//! for processes whose name changed since they were signalled (they have exec'd) and
+//! sends them TERM again, and the supervisor keeps stepping on a short timer while it
+//! waits.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -42,9 +50,22 @@ impl Sweep {
         }
     }
 
-    /// Forget what has gone, signal what is new; returns how many are still alive.
+    /// Forget what has gone, signal what is new, signal again what has exec'd since;
+    /// returns how many are still alive.
     pub fn step(&mut self) -> usize {
-        self.alive.retain(|(p, _)| !p.is_gone());
+        let signal = self.signal;
+        let ended = &mut self.ended;
+        self.alive.retain_mut(|(pinned, index)| {
+            let Some(now) = pinned.current() else {
+                return false;
+            };
+            if now.comm != pinned.stat.comm {
+                ended[*index].comm.clone_from(&now.comm);
+                pinned.stat.comm = now.comm;
+                send(pinned, signal);
+            }
+            true
+        });
         for stat in descendants(self.root) {
             let known = self
                 .alive

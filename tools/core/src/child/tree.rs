@@ -171,10 +171,14 @@ impl Pinned {
 
     /// Has it exited (or been replaced by another process under the same pid)?
     pub fn is_gone(&self) -> bool {
-        match Stat::read(self.stat.pid) {
-            Some(now) => now.start_time != self.stat.start_time || now.is_zombie(),
-            None => true,
-        }
+        self.current().is_none()
+    }
+
+    /// What `/proc` says about it now; `None` once it has exited (or the pid names
+    /// another process).
+    pub fn current(&self) -> Option<Stat> {
+        Stat::read(self.stat.pid)
+            .filter(|now| now.start_time == self.stat.start_time && !now.is_zombie())
     }
 }
 
