@@ -229,8 +229,13 @@ mod tests {
             .spawn()
             .unwrap();
         let me = nix::unistd::getpid();
-        let kids = descendants(me);
-        let stat = kids
+        let walked = descendants(me);
+        let scanned = scan_all(me.as_raw());
+        assert!(
+            scanned.iter().any(|s| s.pid == child.id() as i32),
+            "the fallback scan"
+        );
+        let stat = walked
             .into_iter()
             .find(|s| s.pid == child.id() as i32)
             .expect("the child is a descendant");
