@@ -16,4 +16,14 @@ need() { # command, Debian package
 need flock util-linux     # interop tests run flock(1) against ccci-lock
 need stat coreutils
 
+# The swarm tests need a local dockerd in swarm mode and the test image. As root this
+# sets it up (idempotently); otherwise those tests skip with a reason — except in CI,
+# where a missing swarm fails them.
+if [ "$(id -u)" = 0 ]; then
+  bash tests/rig/swarm.sh
+elif [ "${CI:-}" = true ]; then
+  echo "tests/run.sh: CI needs root to start the test swarm" >&2
+  exit 1
+fi
+
 cargo test --workspace --locked "$@"

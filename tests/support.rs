@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -19,6 +20,8 @@ pub fn bin(tool: &str) -> PathBuf {
     match tool {
         "ccci-lock" => env!("CARGO_BIN_EXE_ccci-lock").into(),
         "ccci-guard" => env!("CARGO_BIN_EXE_ccci-guard").into(),
+        "ccci-rundir" => env!("CARGO_BIN_EXE_ccci-rundir").into(),
+        "ccci-deploy" => env!("CARGO_BIN_EXE_ccci-deploy").into(),
         other => panic!("unknown tool {other}"),
     }
 }
@@ -43,6 +46,22 @@ impl Sandbox {
         self.path("locks")
     }
 
+    pub fn runs_dir(&self) -> PathBuf {
+        self.path("runs")
+    }
+
+    /// The canonical abra tree (`servers/` is created on first use by `abra_servers`).
+    pub fn abra_dir(&self) -> PathBuf {
+        self.path("abra")
+    }
+
+    /// Create the canonical `servers/` that ccci-rundir requires, and return it.
+    pub fn abra_servers(&self) -> PathBuf {
+        let servers = self.abra_dir().join("servers");
+        fs::create_dir_all(&servers).expect("create servers");
+        servers
+    }
+
     pub fn lockfile(&self, domain: &str) -> PathBuf {
         self.lock_dir().join(format!("cc-ci-app-{domain}.lock"))
     }
@@ -52,6 +71,8 @@ impl Sandbox {
         let mut cmd = Command::new(bin(tool));
         scrub(&mut cmd);
         cmd.env("CCCI_APP_LOCK_DIR", self.lock_dir());
+        cmd.env("CCCI_RUNS_DIR", self.runs_dir());
+        cmd.env("CCCI_CANONICAL_ABRA_DIR", self.abra_dir());
         cmd
     }
 
@@ -292,4 +313,30 @@ pub fn assert_no_overlap(log: &str) -> usize {
         }
     }
     entries
+}
+
+/// Run a command to completion with the suite's patience as a bound, capturing output.
+pub fn output_within(cmd: Command) -> std::process::Output {
+    let mut cmd = assert_cmd::Command::from_std(cmd);
+    cmd.timeout(PATIENCE);
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.signal() != Some(9),
+        "killed after {PATIENCE:?}: hung"
+    );
+    out
+}
+
+/// Tests that need root (files owned by someone else, mounts). CI runs as root: there a
+/// missing root is a failure, not a skip.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root, and CI must run it"
+    );
+    eprintln!("skipping {test}: needs root");
+    false
 }

@@ -1,6 +1,9 @@
 //! End-to-end tests: every tool run as a real process, against real flocks held by real
 //! processes. One test binary, so the suite links once.
 
+mod deploy;
 mod guard;
 mod lock;
+mod rundir;
 mod support;
+mod swarm;

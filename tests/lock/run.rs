@@ -5,7 +5,7 @@ use std::fs;
 use predicates::prelude::*;
 
 use super::D;
-use crate::support::{Sandbox, sh_with};
+use crate::support::{Sandbox, output_within, sh_with};
 
 #[test]
 fn exit_codes_pass_through_and_no_waiting_line_when_uncontended() {
@@ -153,6 +153,20 @@ fn a_directory_as_command_is_126() {
 }
 
 #[test]
+fn a_script_whose_interpreter_is_missing_is_126_not_127() {
+    let sb = Sandbox::new();
+    let script = sb.path("script");
+    fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--"])
+        .arg(&script)
+        .assert()
+        .code(126)
+        .stderr(predicate::str::contains("interpreter"));
+}
+
+#[test]
 fn usage_errors_are_125_never_2() {
     let sb = Sandbox::new();
     for args in [
@@ -220,16 +234,24 @@ fn help_answers_lock_dir_waiting_line_exit_status_and_environment() {
 fn lock_dir_is_created_0755_and_an_unusable_one_is_named() {
     use std::os::unix::fs::PermissionsExt;
     let sb = Sandbox::new();
-    let dir = sb.path("deep/er/locks");
+    let dir = sb.path("locks");
     sb.assert("ccci-lock")
         .env("CCCI_APP_LOCK_DIR", &dir)
         .args([D, "--", "true"])
         .assert()
         .success();
-    assert_eq!(
-        fs::metadata(&dir).unwrap().permissions().mode() & 0o7777,
-        0o755
-    );
+    let mode = fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o755);
+    // Only the lock dir itself is created, never a chain of parents with whatever mode.
+    let deep = sb.path("deep/er/locks");
+    sb.assert("ccci-lock")
+        .env("CCCI_APP_LOCK_DIR", &deep)
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains(deep.display().to_string()))
+        .stderr(predicate::str::contains("CCCI_APP_LOCK_DIR"));
+    assert!(!sb.path("deep").exists());
 
     fs::write(sb.path("a-file"), "").unwrap();
     let bad = sb.path("a-file/locks");
@@ -240,4 +262,121 @@ fn lock_dir_is_created_0755_and_an_unusable_one_is_named() {
         .code(125)
         .stderr(predicate::str::contains(bad.display().to_string()))
         .stderr(predicate::str::contains("CCCI_APP_LOCK_DIR"));
+}
+
+#[test]
+fn closed_standard_descriptors_never_become_the_lock() {
+    // Started with stdin and stderr closed, the lockfile must not land on fd 0 or 2:
+    // the command's own `2>/dev/null` would then release the lock.
+    let sb = Sandbox::new();
+    let script = format!(
+        "exec 0<&- 2>&-; \"$0\" {D} -- sh -c 'echo fd=$CCCI_LOCK_FD; exec 2>/dev/null; \
+         flock -n \"$CCCI_LOCK_FILE\" echo SECOND-HOLDER'"
+    );
+    let out = sh_with("ccci-lock", &script)
+        .env("CCCI_APP_LOCK_DIR", sb.lock_dir())
+        .output()
+        .unwrap();
+    let out = String::from_utf8(out.stdout).unwrap();
+    let fd: i32 = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("fd="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(fd > 2, "the lock is on fd {fd}");
+    assert!(!out.contains("SECOND-HOLDER"), "{out}");
+    // And the metadata is intact JSON, not diagnostics written into the lockfile.
+    let meta = fs::read(sb.lockfile(D)).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&meta).expect("lockfile holds only metadata");
+}
+
+#[test]
+fn a_tool_that_cannot_write_its_output_fails_with_125_not_a_signal() {
+    let sb = Sandbox::new();
+    let full = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let status = sb
+        .cmd("ccci-lock")
+        .arg("--status")
+        .stdout(full())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(125));
+    // A diagnostic that cannot be written is dropped; the command still runs.
+    let mut cmd = sb.cmd("ccci-lock");
+    cmd.args([D, "--", "sh", "-c", "exit 7"]).stderr(full());
+    assert_eq!(cmd.status().unwrap().code(), Some(7));
+}
+
+#[test]
+fn a_nested_lock_of_the_same_domain_runs_instead_of_waiting_for_itself() {
+    let sb = Sandbox::new();
+    let script = format!("\"$0\" {D} -- \"$0\" {D} -- sh -c 'echo inner-ran'");
+    let mut cmd = sh_with("ccci-lock", &script);
+    cmd.env("CCCI_APP_LOCK_DIR", sb.lock_dir());
+    let out = output_within(cmd);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("inner-ran"),
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already held by this run"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn lock_wait_env_empty_is_unset_and_garbage_is_named() {
+    let sb = Sandbox::new();
+    sb.assert("ccci-lock")
+        .env("CCCI_LOCK_WAIT", "")
+        .args([D, "--", "true"])
+        .assert()
+        .success();
+    sb.assert("ccci-lock")
+        .env("CCCI_LOCK_WAIT", "soon")
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("CCCI_LOCK_WAIT"));
+    // --status never waits, so it does not care.
+    sb.assert("ccci-lock")
+        .env("CCCI_LOCK_WAIT", "soon")
+        .arg("--status")
+        .assert()
+        .success();
+    // An empty lock dir variable means the default, not an error.
+    sb.assert("ccci-lock")
+        .env("CCCI_APP_LOCK_DIR", "")
+        .args(["--status", "--json", D])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"lock_dir\":\"/run/lock/cc-ci\""));
+}
+
+#[test]
+fn a_relative_lock_dir_gives_the_command_an_absolute_lockfile_path() {
+    let sb = Sandbox::new();
+    sb.assert("ccci-lock")
+        .current_dir(sb.tmp.path())
+        .env("CCCI_APP_LOCK_DIR", "locks")
+        .args([
+            D,
+            "--",
+            "sh",
+            "-c",
+            "cd /; test -f \"$CCCI_LOCK_FILE\" && echo \"$CCCI_LOCK_FILE\"",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::diff(format!(
+            "{}\n",
+            sb.lockfile(D).display()
+        )));
 }

@@ -7,25 +7,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use predicates::prelude::*;
 
 use super::D;
-use crate::support::{Sandbox, exists, list};
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Tests that need root to make a file owned by someone else. CI runs as root: there a
-/// missing root is a failure, not a skip.
-fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("skipping {test}: needs root to create files owned by another user");
-    false
-}
+use crate::support::{Sandbox, exists, list, require_root};
 
 #[test]
 fn a_planted_symlink_is_refused_and_its_target_untouched() {
@@ -166,4 +148,44 @@ fn invalid_domains_are_refused_quoted_and_create_nothing() {
         .code(125);
     assert!(list(&sb.lock_dir()).is_empty());
     assert!(!sb.path("ran").exists());
+}
+
+#[test]
+fn a_symlinked_lock_dir_is_refused() {
+    // Whoever owns the link could repoint it while runs hold locks in the old target.
+    let sb = Sandbox::new();
+    let real = sb.path("real");
+    fs::create_dir_all(&real).unwrap();
+    symlink(&real, sb.lock_dir()).unwrap();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("symbolic link"))
+        .stderr(predicate::str::contains("CCCI_APP_LOCK_DIR"));
+    assert!(list(&real).is_empty());
+}
+
+#[test]
+fn a_planted_fifo_is_refused_and_never_hangs_a_probe() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    nix::unistd::mkfifo(
+        &sb.lockfile(D),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let probe = |args: &[&str]| {
+        let mut cmd = sb.cmd("ccci-lock");
+        cmd.args(args);
+        crate::support::output_within(cmd)
+    };
+    let out = probe(&["--status", D]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not a regular file"),
+        "{out:?}"
+    );
+    assert_eq!(probe(&["--status"]).status.code(), Some(0));
+    assert_eq!(probe(&[D, "--", "true"]).status.code(), Some(125));
 }

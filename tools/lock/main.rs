@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ccci_core::applock::{Acquisition, AppLock, Wait, WaitEvent};
-use ccci_core::cli::{duration_arg, parse_or_exit};
+use ccci_core::cli::{duration_arg, emit, parse_or_exit};
 use ccci_core::domain::Domain;
 use ccci_core::env::{EnvVars, defaults, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::holder::{Holder, describe, pid_and_run};
 use ccci_core::lockdir::LockDir;
 use ccci_core::runid::RunId;
-use ccci_core::{diag, duration, exec, lockstatus, wrapper_main};
+use ccci_core::{diag, duration, exec, lockstatus, say, wrapper_main};
 use clap::Parser;
 
 const TOOL: &str = "ccci-lock";
@@ -59,16 +59,16 @@ ENVIRONMENT:
     after_help = AFTER_HELP
 )]
 struct Cli {
-    /// Directory of the app lockfiles
-    #[arg(long, value_name = "DIR", env = EnvVars::CCCI_APP_LOCK_DIR, default_value = defaults::APP_LOCK_DIR)]
-    lock_dir: PathBuf,
+    /// Directory of the app lockfiles [env: CCCI_APP_LOCK_DIR] [default: /run/lock/cc-ci]
+    #[arg(long, value_name = "DIR")]
+    lock_dir: Option<PathBuf>,
 
     /// Fail at once (status 75) if another run holds the domain
     #[arg(short = 'n', long)]
     no_wait: bool,
 
-    /// Give up after this long (90s, 25m, 1h30m, 0.5); default: wait forever
-    #[arg(short = 'w', long, value_name = "DUR", env = EnvVars::CCCI_LOCK_WAIT, value_parser = duration_arg)]
+    /// Give up after this long (90s, 25m, 1h30m, 0.5) [env: CCCI_LOCK_WAIT] [default: forever]
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration_arg)]
     wait: Option<Duration>,
 
     /// Status to exit with when the lock is not acquired
@@ -110,7 +110,7 @@ fn lock_main() -> i32 {
     let cli: Cli = parse_or_exit(TOOL, Exit::ToolFailed);
     let result = if cli.status { status(&cli) } else { run(cli) };
     result.unwrap_or_else(|err| {
-        diag!(TOOL, "{err:#}");
+        diag!(TOOL, "{err}");
         Exit::ToolFailed.code()
     })
 }
@@ -124,7 +124,7 @@ fn status(cli: &Cli) -> anyhow::Result<i32> {
         .iter()
         .map(|d| Domain::parse_os(d))
         .collect::<Result<Vec<_>, _>>()?;
-    let dir = LockDir::new(&cli.lock_dir);
+    let dir = lock_dir(cli.lock_dir.clone());
     if !dir.check_existing()? {
         diag!(
             TOOL,
@@ -135,9 +135,9 @@ fn status(cli: &Cli) -> anyhow::Result<i32> {
     }
     let report = lockstatus::status(&dir, &domains)?;
     if cli.json {
-        println!("{}", serde_json::to_string(&report)?);
+        emit(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
-        print!("{}", report.render_text());
+        emit(&report.render_text())?;
     }
     let held = |i: usize| report.locks[i].state == lockstatus::LockState::Held;
     Ok(match domains.len() {
@@ -166,10 +166,29 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .or_else(|| non_empty(EnvVars::DRONE_BUILD_NUMBER))
         .map(|id| RunId::parse_os(&id))
         .transpose()?;
-    let dir = LockDir::new(&cli.lock_dir);
+    let dir = lock_dir(cli.lock_dir);
     dir.ensure()?;
+    // Nested under a ccci-lock of the same domain: we hold it already, through the
+    // descriptor we inherited. Waiting would be waiting for ourselves, forever.
+    if let Some(fd) = ccci_core::applock::inherited(&dir, &domain) {
+        if !cli.quiet {
+            say!("== app lock: {domain} is already held by this run (fd {fd}) ==");
+        }
+        return Ok(exec_holding(
+            &cli.command,
+            fd,
+            &dir.lockfile(&domain),
+            &domain,
+        ));
+    }
 
-    let wait = match cli.wait {
+    let wait_env = non_empty(EnvVars::CCCI_LOCK_WAIT)
+        .map(|v| {
+            duration::parse(&v.to_string_lossy())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", EnvVars::CCCI_LOCK_WAIT))
+        })
+        .transpose()?;
+    let wait = match cli.wait.or(wait_env) {
         _ if cli.no_wait => Wait::No,
         Some(d) if d.is_zero() => Wait::No,
         Some(d) => Wait::For(d),
@@ -178,11 +197,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let quiet = cli.quiet;
     let mut report = |event: WaitEvent<'_>| match event {
         _ if quiet => {}
-        WaitEvent::Blocked { holder } => eprintln!(
+        WaitEvent::Blocked { holder } => say!(
             "== app lock: another run of {domain} in flight ({}) — waiting ==",
             describe(holder, true)
         ),
-        WaitEvent::StillWaiting { waited, holder } => eprintln!(
+        WaitEvent::StillWaiting { waited, holder } => say!(
             "== app lock: still waiting for {domain} after {} ({}) ==",
             duration::format(waited),
             describe(holder, false)
@@ -213,7 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let holder = Holder::new_for_this_process(
-        domain.as_str(),
+        Some(domain.as_str()),
         run_id.as_ref().map(RunId::as_str),
         TOOL,
         command,
@@ -225,23 +244,38 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             lock.path().display()
         );
     }
-    let file = lock.path().as_os_str().to_owned();
-    let fd = lock.into_inherited_fd()?.to_string();
+    let file = lock.path().to_owned();
+    let fd = lock.into_inherited_fd()?;
     if !quiet {
         match waited {
-            Some(w) => eprintln!(
+            Some(w) => say!(
                 "== app lock: acquired {domain} after {} ==",
                 duration::format_secs(w)
             ),
-            None => eprintln!("== app lock: acquired {domain} =="),
+            None => say!("== app lock: acquired {domain} =="),
         }
     }
+    Ok(exec_holding(&cli.command, fd, &file, &domain))
+}
+
+/// Exec the command with the lock's descriptor and the variables that name it.
+fn exec_holding(command: &[OsString], fd: i32, file: &std::path::Path, domain: &Domain) -> i32 {
+    let fd = fd.to_string();
     let env = [
         (EnvVars::CCCI_LOCK_FD, OsStr::new(&fd)),
         (EnvVars::CCCI_LOCK_FILE, file.as_os_str()),
         (EnvVars::CCCI_LOCK_DOMAIN, OsStr::new(domain.as_str())),
     ];
-    let err = exec::exec(&cli.command, &env);
+    let err = exec::exec(command, &env);
     diag!(TOOL, "{err}");
-    Ok(err.status.code())
+    err.status.code()
+}
+
+/// The lock dir from `--lock-dir`, `CCCI_APP_LOCK_DIR` (empty counts as unset) or the
+/// default, made absolute: `CCCI_LOCK_FILE` must stay right after the command `cd`s.
+fn lock_dir(option: Option<PathBuf>) -> LockDir {
+    let path = option
+        .or_else(|| non_empty(EnvVars::CCCI_APP_LOCK_DIR).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(defaults::APP_LOCK_DIR));
+    LockDir::new(std::path::absolute(&path).unwrap_or(path))
 }

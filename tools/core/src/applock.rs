@@ -36,9 +36,10 @@ use crate::lockdir::LockDir;
 /// replacement needs a janitor pass, so a hundred in a row means something is wrong.
 pub const MAX_REOPENS: u32 = 100;
 
-/// How many times to retry when the only holders were momentary shared probes
-/// (`--status`, a dry-run janitor) before treating the lock as held.
-const PROBE_RETRIES: u32 = 100;
+/// How long to keep retrying while the only holders are momentary shared probes
+/// (`--status`, a dry-run janitor) before treating the lock as held. A probe holds its
+/// lock for microseconds; this only runs out under a flood of them.
+const PROBE_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -99,11 +100,8 @@ pub struct AppLock {
 }
 
 impl AppLock {
-    /// Take `domain`'s lock in `dir` (which the caller has [`LockDir::ensure`]d).
-    ///
-    /// `progress` is how often `StillWaiting` is reported while blocked. When a
-    /// `Wait::For` runs out, the helper thread that is blocked in `flock` is left
-    /// behind; if it gets the lock later it closes the file at once, releasing it.
+    /// Take `domain`'s lock in `dir` (which the caller has [`LockDir::ensure`]d); see
+    /// [`acquire_verified`].
     pub fn acquire(
         dir: &LockDir,
         domain: &Domain,
@@ -112,57 +110,17 @@ impl AppLock {
         on_event: &mut dyn FnMut(WaitEvent<'_>),
     ) -> Result<Acquisition, LockError> {
         let path = dir.lockfile(domain);
-        let start = Instant::now();
-        let deadline = match wait {
-            Wait::For(d) => Some(start + d),
-            Wait::No | Wait::Forever => None,
-        };
-        let flock_err = |source| LockError::Flock {
-            path: path.clone(),
-            source,
-        };
-        let mut waited = None;
-        for _ in 0..MAX_REOPENS {
-            let file = open_lockfile(&path)?;
-            let file = if try_exclusive(&file).map_err(flock_err)? {
-                file
-            } else {
-                let holder = holder_of(&file);
-                if wait == Wait::No || deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Ok(Acquisition::Busy {
-                        holder,
-                        waited: start.elapsed(),
-                    });
-                }
-                on_event(WaitEvent::Blocked {
-                    holder: holder.as_ref(),
-                });
-                match block(file, start, deadline, progress, on_event).map_err(flock_err)? {
-                    Ok(file) => {
-                        waited = Some(start.elapsed());
-                        file
-                    }
-                    Err(holder) => {
-                        return Ok(Acquisition::Busy {
-                            holder,
-                            waited: start.elapsed(),
-                        });
-                    }
-                }
-            };
-            if same_file(&file, &path).map_err(flock_err)? {
-                let lock = AppLock {
+        Ok(match acquire_verified(&path, wait, progress, on_event)? {
+            Verified::Held { file, waited } => Acquisition::Held {
+                lock: AppLock {
                     file,
                     path,
                     domain: domain.clone(),
-                };
-                return Ok(Acquisition::Held { lock, waited });
-            }
-            let inode = file.metadata().map(|m| m.ino()).unwrap_or_default();
-            drop(file);
-            on_event(WaitEvent::Replaced { path: &path, inode });
-        }
-        Err(LockError::Unstable { path })
+                },
+                waited,
+            },
+            Verified::Busy { holder, waited } => Acquisition::Busy { holder, waited },
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -204,6 +162,122 @@ impl AppLock {
     }
 }
 
+/// The outcome of [`acquire_verified`].
+#[derive(Debug)]
+pub enum Verified {
+    Held {
+        file: File,
+        waited: Option<Duration>,
+    },
+    Busy {
+        holder: Option<Holder>,
+        waited: Duration,
+    },
+}
+
+/// Steps 2–4 of the protocol on any lockfile path (the app lock, a run's `.run.lock`):
+/// open by the rules, lock exclusively (waiting as `wait` says), verify identity, and
+/// start over when the path no longer names the inode we locked.
+///
+/// `progress` is how often `StillWaiting` is reported while blocked. When a `Wait::For`
+/// runs out, the helper thread blocked in `flock` is left behind; if it gets the lock
+/// later it closes the file at once, releasing it.
+pub fn acquire_verified(
+    path: &Path,
+    wait: Wait,
+    progress: Duration,
+    on_event: &mut dyn FnMut(WaitEvent<'_>),
+) -> Result<Verified, LockError> {
+    acquire(path, true, wait, progress, on_event)
+}
+
+/// As [`acquire_verified`], but never creates the lockfile: a missing one is
+/// `LockError::Open` with `NotFound` (for `gc`, which must not mistake a directory that
+/// never was a run for one by creating its lock).
+pub fn acquire_existing(path: &Path, wait: Wait) -> Result<Verified, LockError> {
+    acquire(path, false, wait, Duration::MAX, &mut |_| {})
+}
+
+fn acquire(
+    path: &Path,
+    create: bool,
+    wait: Wait,
+    progress: Duration,
+    on_event: &mut dyn FnMut(WaitEvent<'_>),
+) -> Result<Verified, LockError> {
+    let start = Instant::now();
+    let deadline = match wait {
+        Wait::For(d) => Some(start + d),
+        Wait::No | Wait::Forever => None,
+    };
+    let flock_err = |source| LockError::Flock {
+        path: path.to_owned(),
+        source,
+    };
+    let busy = |holder| Verified::Busy {
+        holder,
+        waited: start.elapsed(),
+    };
+    let mut waited = None;
+    for _ in 0..MAX_REOPENS {
+        let file = open_rw(path, create)?;
+        let file = if try_exclusive(&file).map_err(flock_err)? {
+            file
+        } else {
+            let holder = holder_of(&file);
+            if wait == Wait::No || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(busy(holder));
+            }
+            on_event(WaitEvent::Blocked {
+                holder: holder.as_ref(),
+            });
+            match block(file, start, deadline, progress, on_event).map_err(flock_err)? {
+                Ok(file) => {
+                    waited = Some(start.elapsed());
+                    file
+                }
+                Err(holder) => return Ok(busy(holder)),
+            }
+        };
+        if same_file(&file, path).map_err(flock_err)? {
+            return Ok(Verified::Held { file, waited });
+        }
+        let inode = file.metadata().map(|m| m.ino()).unwrap_or_default();
+        drop(file);
+        on_event(WaitEvent::Replaced { path, inode });
+    }
+    Err(LockError::Unstable {
+        path: path.to_owned(),
+    })
+}
+
+/// The lock on `domain` that this process already holds through a descriptor it
+/// inherited (`CCCI_LOCK_FD`, set by `ccci-lock`), if any: the variables name this domain,
+/// the descriptor is open on the inode the lockfile path names, and `flock(LOCK_EX |
+/// LOCK_NB)` on it succeeds — a no-op on a descriptor that already holds the lock. This
+/// is how a nested `ccci-lock` of the same domain avoids waiting for itself forever, and
+/// how `ccci-deploy` checks it runs under the lock.
+pub fn inherited(dir: &LockDir, domain: &Domain) -> Option<RawFd> {
+    use crate::env::{EnvVars, non_empty};
+    if non_empty(EnvVars::CCCI_LOCK_DOMAIN)?.to_str()? != domain.as_str() {
+        return None;
+    }
+    let fd: RawFd = non_empty(EnvVars::CCCI_LOCK_FD)?.to_str()?.parse().ok()?;
+    // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: `fd` is open (checked just above) and only borrowed for these calls.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let held = nix::sys::stat::fstat(borrowed).ok()?;
+    let named = fs::symlink_metadata(dir.lockfile(domain)).ok()?;
+    if held.st_dev != named.dev() || held.st_ino != named.ino() {
+        return None;
+    }
+    // SAFETY: as above; LOCK_NB never blocks.
+    (unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(fd)
+}
+
 /// Who holds the lock on `file`, for people to read: its metadata when the kernel's lock
 /// table agrees that pid holds it; when it names another pid (the metadata is a past
 /// holder's: the current one, e.g. `flock(1)`, wrote none), just that pid.
@@ -229,22 +303,31 @@ pub fn holder_of(file: &File) -> Option<Holder> {
 
 /// Open (creating if absent) a lockfile by the protocol's rules.
 pub fn open_lockfile(path: &Path) -> Result<File, LockError> {
+    open_rw(path, true)
+}
+
+fn open_rw(path: &Path, create: bool) -> Result<File, LockError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
+        .create(create)
         .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .custom_flags(OPEN_FLAGS)
         .open(path);
     checked(path, file)
 }
+
+/// `O_NOFOLLOW`: a planted symlink fails the open itself. `O_NONBLOCK`: a planted FIFO
+/// must not hang the open (it is refused just after, as not a regular file; for a
+/// regular file the flag means nothing and is cleared). `O_CLOEXEC` is std's default.
+const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
 
 /// Open an existing lockfile read-only, for probes that must create nothing; `None` when
 /// there is no such file.
 pub fn open_existing(path: &Path) -> Result<Option<File>, LockError> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .custom_flags(OPEN_FLAGS)
         .open(path);
     match file {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -271,6 +354,16 @@ fn checked(path: &Path, opened: io::Result<File>) -> Result<File, LockError> {
     if !meta.file_type().is_file() {
         return Err(refuse("is not a regular file".into()));
     }
+    // The descriptor may be inherited by the command: leave it an ordinary one.
+    let flags = fcntl(&file, FcntlArg::F_GETFL).map_err(|e| LockError::Open {
+        path: path.into(),
+        source: e.into(),
+    })?;
+    let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    fcntl(&file, FcntlArg::F_SETFL(blocking)).map_err(|e| LockError::Open {
+        path: path.into(),
+        source: e.into(),
+    })?;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
         return Err(refuse(format!(
@@ -301,7 +394,9 @@ pub fn same_file(file: &File, path: &Path) -> io::Result<bool> {
 /// exclusive try fails, a shared try tells the two apart: it fails only if someone holds
 /// the lock exclusively.
 fn try_exclusive(file: &File) -> io::Result<bool> {
-    for _ in 0..PROBE_RETRIES {
+    let give_up = Instant::now() + PROBE_PATIENCE;
+    let mut pause = Duration::from_micros(20);
+    while Instant::now() < give_up {
         match file.try_lock() {
             Ok(()) => return Ok(true),
             Err(fs::TryLockError::WouldBlock) => {}
@@ -313,7 +408,9 @@ fn try_exclusive(file: &File) -> io::Result<bool> {
             // Only probes hold it. Our own fresh descriptor: unlocking it touches no one.
             Ok(()) => file.unlock()?,
         }
-        thread::yield_now();
+        // Back off a little, so a busy prober cannot keep hitting the same instant.
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
     Ok(false)
 }
@@ -344,7 +441,8 @@ fn block(
         })
     };
     let progress = progress.max(Duration::from_millis(10));
-    let mut next_report = start + progress;
+    // From now, not from `start`: after a reopen, reports already due must not burst out.
+    let mut next_report = Instant::now() + progress.min(Duration::from_secs(86_400 * 365));
     loop {
         let wake = deadline.map_or(next_report, |d| d.min(next_report));
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
@@ -365,7 +463,7 @@ fn block(
                         waited: now - start,
                         holder: holder.as_ref(),
                     });
-                    next_report += progress;
+                    next_report = now + progress.min(Duration::from_secs(86_400 * 365));
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {

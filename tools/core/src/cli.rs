@@ -4,6 +4,7 @@
 //! clap exits 2 on a usage error, but a wrapper's 2 would be indistinguishable from its
 //! command's own 2, so wrappers map usage errors to 125 (`timeout(1)` does the same).
 
+use std::io::{self, Write};
 use std::time::Duration;
 
 use clap::Parser;
@@ -23,8 +24,8 @@ pub fn parse_or_exit<T: Parser>(tool: &str, usage_status: Exit) -> T {
             }
             _ => {
                 match domain_taken_for_an_option(&err) {
-                    Some(e) => eprintln!("{tool}: {e}"),
-                    None => eprint!("{tool}: {}", err.render()),
+                    Some(e) => say_line(&format!("{tool}: {e}")),
+                    None => write_stderr(&format!("{tool}: {}", err.render())),
                 }
                 std::process::exit(usage_status.code())
             }
@@ -63,12 +64,60 @@ pub fn duration_arg(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
-/// Print a diagnostic line on stderr, prefixed with the tool's name.
+/// Write one line to stderr in a single `write(2)`, so lines of processes sharing a CI
+/// log never interleave mid-line (`eprintln!` writes piecemeal). A diagnostic that
+/// cannot be written is dropped: it must never turn into a failure of its own.
+pub fn say_line(line: &str) {
+    write_stderr(&format!("{line}\n"));
+}
+
+fn write_stderr(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Data on stdout, in one piece; a failure to write it (a full disk, a closed pipe) is
+/// the tool's failure, which the caller reports.
+pub fn emit(text: &str) -> io::Result<()> {
+    emit_bytes(text.as_bytes())
+}
+
+/// As [`emit`], for data that need not be UTF-8 (paths).
+pub fn emit_bytes(data: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(data)?;
+    out.flush()
+}
+
+/// A progress or log line on stderr (`== app lock: ... ==`), written in one piece.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::say_line(&format!($($arg)*))
+    };
+}
+
+/// A diagnostic line on stderr, prefixed with the tool's name, written in one piece.
 #[macro_export]
 macro_rules! diag {
     ($tool:expr, $($arg:tt)*) => {
-        eprintln!("{}: {}", $tool, format_args!($($arg)*))
+        $crate::cli::say_line(&format!("{}: {}", $tool, format_args!($($arg)*)))
     };
+}
+
+/// Make sure descriptors 0–2 are open (on /dev/null if the caller closed them), as
+/// Rust's usual start-up does and a C `main` does not: otherwise the lockfile we open
+/// next would get number 0, 1 or 2, and the command's first `2>/dev/null` would close
+/// the lock.
+pub fn open_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only inspects a descriptor number; open() is given a valid
+        // NUL-terminated path and returns the lowest free number, i.e. `fd`.
+        unsafe {
+            if nix::libc::fcntl(fd, nix::libc::F_GETFD) == -1 {
+                nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDWR);
+            }
+        }
+    }
 }
 
 /// The entry point of a wrapper tool, in place of Rust's `fn main`.
@@ -78,7 +127,8 @@ macro_rules! diag {
 /// die of a broken pipe (`yes | head` would spin on EPIPE). Starting from a C `main`
 /// skips that, so the command gets exactly the dispositions the caller gave us. The
 /// crate using it must say `#![no_main]`; std itself (args, env, threads, `exit`
-/// flushing stdout) works as usual.
+/// flushing stdout) works as usual. What Rust's start-up would have done that we need —
+/// descriptors 0–2 open — is done here.
 #[macro_export]
 macro_rules! wrapper_main {
     ($run:path) => {
@@ -87,7 +137,10 @@ macro_rules! wrapper_main {
             _argc: ::std::ffi::c_int,
             _argv: *const *const ::std::ffi::c_char,
         ) -> ::std::ffi::c_int {
-            let status: i32 = $run();
+            $crate::cli::open_standard_fds();
+            // A bug must still end as "the tool failed" (125), never as a status that
+            // reads like the command's (an abort would look like 134 = SIGABRT).
+            let status: i32 = ::std::panic::catch_unwind($run).unwrap_or(125);
             ::std::process::exit(status)
         }
     };

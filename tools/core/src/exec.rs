@@ -66,12 +66,29 @@ pub fn exec(argv: &[OsString], env_add: &[(&str, &OsStr)]) -> ExecError {
         Err(errno) => errno,
         Ok(never) => match never {},
     };
+    if errno == Errno::ENOENT && exists_on_path(&argv[0]) {
+        // The file is there; what is missing is its `#!` interpreter or its loader.
+        return fail(
+            format!("{} (its interpreter or loader is missing)", errno.desc()),
+            Exit::CannotExecute,
+        );
+    }
     let status = if errno == Errno::ENOENT {
         Exit::NotFound
     } else {
         Exit::CannotExecute
     };
     fail(errno.desc().to_owned(), status)
+}
+
+/// Whether `program` names an existing file, as `execvp` would look for it.
+fn exists_on_path(program: &OsStr) -> bool {
+    let exists = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file());
+    if program.as_bytes().contains(&b'/') {
+        return exists(std::path::Path::new(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path).any(|dir| exists(&dir.join(program)))
 }
 
 fn cstring(s: &OsStr) -> Result<CString, std::ffi::NulError> {

@@ -39,14 +39,14 @@ pub struct Holder {
 impl Holder {
     /// Metadata for this process as it takes a lock now.
     pub fn new_for_this_process(
-        domain: &str,
+        domain: Option<&str>,
         run_id: Option<&str>,
         tool: &str,
         command: Vec<String>,
     ) -> Holder {
         Holder {
             version: 1,
-            domain: Some(domain.to_owned()),
+            domain: domain.map(str::to_owned),
             pid: Some(std::process::id() as i32),
             run_id: run_id.map(str::to_owned),
             host: hostname(),
@@ -69,7 +69,29 @@ impl Holder {
                 Err(_) => return None,
             }
         }
-        serde_json::from_slice(&buf[..len]).ok()
+        serde_json::from_slice::<Holder>(&buf[..len])
+            .ok()
+            .map(Holder::sanitized)
+    }
+
+    /// Anyone holding the descriptor can write anything into the file, and what we read
+    /// ends up in log lines that CI log readers scan: a run id or domain that is not a
+    /// valid one, or text with control characters, must not forge a `== ... ==` line.
+    fn sanitized(self) -> Holder {
+        let text =
+            |s: Option<String>| s.filter(|s| s.len() <= 255 && !s.chars().any(char::is_control));
+        Holder {
+            domain: self
+                .domain
+                .filter(|d| crate::domain::Domain::parse(d).is_ok()),
+            run_id: self
+                .run_id
+                .filter(|r| crate::runid::RunId::parse(r).is_ok()),
+            host: text(self.host),
+            started_at: text(self.started_at),
+            tool: text(self.tool),
+            ..self
+        }
     }
 
     /// Replace the lockfile's content with this metadata. Only the verified holder calls
@@ -151,7 +173,7 @@ mod tests {
     fn metadata_round_trips_through_a_file() {
         let file = tempfile::tempfile().unwrap();
         let holder = Holder::new_for_this_process(
-            "a.b",
+            Some("a.b"),
             Some("279"),
             "ccci-lock",
             vec!["sh".into(), "-c".into()],
@@ -169,7 +191,8 @@ mod tests {
 
     #[test]
     fn schema_has_version_and_the_documented_fields() {
-        let holder = Holder::new_for_this_process("a.b", None, "ccci-lock", vec!["true".into()]);
+        let holder =
+            Holder::new_for_this_process(Some("a.b"), None, "ccci-lock", vec!["true".into()]);
         let json: serde_json::Value = serde_json::to_value(&holder).unwrap();
         assert_eq!(json["version"], 1);
         for key in [
@@ -209,8 +232,21 @@ mod tests {
     }
 
     #[test]
+    fn forged_fields_read_as_unknown() {
+        let mut file = tempfile::tempfile().unwrap();
+        let forged = r#"{"version":1,"pid":7,"run_id":"7) ==\n== app lock: acquired x ==","tool":"a\u001b[31m","domain":"../x"}"#;
+        file.write_all(forged.as_bytes()).unwrap();
+        let holder = Holder::read(&file).unwrap();
+        assert_eq!(
+            (holder.run_id, holder.tool, holder.domain),
+            (None, None, None)
+        );
+        assert_eq!(holder.pid, Some(7));
+    }
+
+    #[test]
     fn describe_names_a_janitor_holder() {
-        let holder = Holder::new_for_this_process("a.b", None, "ccci-janitor", vec![]);
+        let holder = Holder::new_for_this_process(Some("a.b"), None, "ccci-janitor", vec![]);
         let line = describe(Some(&holder), true);
         assert!(line.ends_with(", by ccci-janitor"), "{line}");
         assert!(line.contains("held 0s"), "{line}");
@@ -218,7 +254,7 @@ mod tests {
 
     #[test]
     fn liveness_of_the_holder_pid() {
-        let me = Holder::new_for_this_process("a.b", None, "ccci-lock", vec![]);
+        let me = Holder::new_for_this_process(Some("a.b"), None, "ccci-lock", vec![]);
         assert_eq!(me.alive(), Some(true));
         let gone = Holder {
             pid: Some(i32::MAX),

@@ -1,0 +1,279 @@
+//! ccci-deploy against a real swarm (../shared/spec/deploy.md).
+
+use std::time::{Duration, Instant};
+
+use predicates::prelude::*;
+
+use crate::support::{Sandbox, output_within};
+use crate::swarm::{self, App, leftovers};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn up_converges_is_counted_once_and_down_removes_everything_twice() {
+    if !swarm::available("up_converges_is_counted_once_and_down_removes_everything_twice") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("t1");
+    let stack = d.replace('.', "_");
+    let script = format!(
+        "\"$DEPLOY\" up {d} --recipe two-services --timeout 2m && \"$DEPLOY\" count --expect 1 && \
+         \"$DEPLOY\" status {d} --json > \"$CCCI_RUN_DIR/status.json\" && \
+         \"$DEPLOY\" down {d} && \"$DEPLOY\" down {d}"
+    );
+    let out = output_within(app.chain("1", &d, &script));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("== deploy: {d} converged in ")) && err.contains("(2 services) =="),
+        "{err}"
+    );
+    assert_eq!(text(&out.stdout).trim(), "1", "count");
+    // Status saw every kind of resource while it was up.
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(app.sb.runs_dir().join("1/status.json")).unwrap())
+            .unwrap();
+    assert_eq!(status["version"], 1);
+    assert_eq!(status["stack"], stack.as_str());
+    assert_eq!(status["services"].as_array().unwrap().len(), 2);
+    for kind in ["volumes", "secrets", "configs", "networks", "env_files"] {
+        assert_eq!(
+            status[kind].as_array().unwrap().len(),
+            1,
+            "{kind}: {status}"
+        );
+    }
+    // The first down removed all of it, the second found nothing.
+    let teardown: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("== teardown:"))
+        .collect();
+    assert_eq!(teardown.len(), 2, "{err}");
+    assert!(
+        teardown[0]
+            .contains("removed 2 services, 1 volume, 1 secret, 1 config, 1 network, 1 env file in"),
+        "{err}"
+    );
+    assert!(teardown[1].contains("removed nothing"), "{err}");
+    assert_eq!(leftovers(&stack), Vec::<String>::new());
+    assert!(
+        !app.sb
+            .abra_dir()
+            .join(format!("servers/default/{d}.env"))
+            .exists()
+    );
+}
+
+#[test]
+fn two_ups_in_one_run_fail_the_count_with_the_dg41_line() {
+    if !swarm::available("two_ups_in_one_run_fail_the_count_with_the_dg41_line") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("t2");
+    let script = format!(
+        "\"$DEPLOY\" up {d} --recipe two-services --set APP_REPLICAS=1 --timeout 2m && \
+         \"$DEPLOY\" up {d} --recipe two-services --timeout 2m && \"$DEPLOY\" count --expect 1"
+    );
+    let out = output_within(app.chain("2", &d, &script));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("!! deploy-count 2 != 1 (DG4.1 violation)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --set reached the app's .env.
+    let env = std::fs::read_to_string(app.sb.abra_dir().join(format!("servers/default/{d}.env")))
+        .unwrap();
+    assert!(env.contains("APP_REPLICAS=1"), "{env}");
+}
+
+#[test]
+fn up_and_down_outside_the_lock_or_run_dir_are_78() {
+    let sb = Sandbox::new();
+    let d = swarm::domain("t3");
+    // No lock at all.
+    for sub in [&["up", &d, "--recipe", "two-services"][..], &["down", &d]] {
+        sb.assert("ccci-deploy")
+            .args(sub)
+            .env("CCCI_DEPLOY_COUNT_FILE", sb.path("deploys"))
+            .assert()
+            .code(78)
+            .stderr(predicate::str::contains(format!(
+                "ccci-deploy: not holding the app lock for {d} — run under 'ccci-lock {d} -- ...'"
+            )));
+    }
+    // Under the lock of another domain: still not ours.
+    let other = swarm::domain("t3");
+    let mut cmd = sb.cmd("ccci-lock");
+    cmd.args([&other, "--"])
+        .arg(crate::support::bin("ccci-deploy"))
+        .args(["down", &d]);
+    assert_eq!(cmd.status().unwrap().code(), Some(78));
+    // Under the lock, but not in a run dir: nowhere to count the deploy.
+    let mut cmd = sb.cmd("ccci-lock");
+    cmd.args([&d, "--"])
+        .arg(crate::support::bin("ccci-deploy"))
+        .args(["up", &d, "--recipe", "two-services"]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("CCCI_DEPLOY_COUNT_FILE"));
+    assert!(!sb.path("deploys").exists(), "counted outside the lock");
+}
+
+#[test]
+fn tearing_down_a_b_leaves_a_b_c_alone() {
+    if !swarm::available("tearing_down_a_b_leaves_a_b_c_alone") {
+        return;
+    }
+    let mut app = App::new();
+    let ab = app.domain("t4");
+    let abc = format!("{ab}.sub");
+    app.track(&abc);
+    let (s_ab, s_abc) = (ab.replace('.', "_"), abc.replace('.', "_"));
+    for (run, d) in [("4a", &ab), ("4b", &abc)] {
+        let out = output_within(app.chain(
+            run,
+            d,
+            &format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 2m"),
+        ));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let before_abc = leftovers(&s_abc);
+    assert!(
+        before_abc
+            .iter()
+            .any(|l| l == &format!("secret {s_abc}_db_password_v1")),
+        "{before_abc:?}"
+    );
+    let out = output_within(app.chain("4c", &ab, &format!("\"$DEPLOY\" down {ab}")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Every name of a.b.c starts with a.b's stack name too, and all of it is still there.
+    assert_eq!(leftovers(&s_abc), before_abc);
+    assert!(
+        leftovers(&s_ab).iter().all(|l| l.contains(&s_abc)),
+        "{:?}",
+        leftovers(&s_ab)
+    );
+}
+
+#[test]
+fn a_service_that_never_converges_is_named_near_the_timeout() {
+    if !swarm::available("a_service_that_never_converges_is_named_near_the_timeout") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("t5");
+    let start = Instant::now();
+    // Past 15 s, so the progress line shows too.
+    let script = format!("\"$DEPLOY\" up {d} --recipe never-converges --timeout 17s");
+    let out = output_within(app.chain("5", &d, &script));
+    let took = start.elapsed();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let progress = format!("== deploy: {d} converging — 0/1 services ready (broken 0/1), 15s ==");
+    assert!(err.contains(&progress), "{err}");
+    let gave_up = format!("== deploy: {d} did not converge in ");
+    assert!(err.contains(&gave_up), "{err}");
+    let named = format!("not ready: {}_broken 0/1", d.replace('.', "_"));
+    assert!(err.contains(&named), "{err}");
+    assert!(
+        err.contains("No such image"),
+        "the failed task's error: {err}"
+    );
+    assert!(took >= Duration::from_secs(17), "gave up early: {took:?}");
+    assert!(
+        took < Duration::from_secs(90),
+        "long past the timeout: {took:?}"
+    );
+}
+
+#[test]
+fn docker_unreachable_is_69_and_abra_missing_is_69() {
+    let mut app = App::new();
+    let d = app.domain("t6");
+    for script in [
+        format!("\"$DEPLOY\" up {d} --recipe two-services"),
+        format!("\"$DEPLOY\" down {d}"),
+    ] {
+        let mut cmd = app.chain("6", &d, &script);
+        cmd.env("DOCKER_HOST", "unix:///nonexistent.sock");
+        let out = output_within(cmd);
+        assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("docker"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    if swarm::available("docker_unreachable_is_69_and_abra_missing_is_69") {
+        let mut cmd = app.chain(
+            "6",
+            &d,
+            &format!("\"$DEPLOY\" up {d} --recipe two-services"),
+        );
+        cmd.env("CCCI_ABRA", "/nonexistent/abra");
+        let out = output_within(cmd);
+        assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("/nonexistent/abra"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn an_invalid_domain_is_2_and_quoted() {
+    let app = App::new();
+    for sub in [
+        &["up", "../x", "--recipe", "r"][..],
+        &["down", "A.B"],
+        &["status", "a..b"],
+        &["count", "--domain", "x/y"],
+    ] {
+        let out = output_within({
+            let mut c = app.deploy();
+            c.args(sub);
+            c
+        });
+        assert_eq!(out.status.code(), Some(2), "{sub:?}");
+        assert!(
+            text(&out.stderr).contains("invalid app domain \""),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_failing_abra_is_1_with_its_last_lines_quoted() {
+    if !swarm::available("a_failing_abra_is_1_with_its_last_lines_quoted") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("t7");
+    let out = output_within(app.chain(
+        "7",
+        &d,
+        &format!("\"$DEPLOY\" up {d} --recipe no-such-recipe"),
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("  > abra (test stand-in): unknown recipe no-such-recipe"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --abra-arg reaches `abra app deploy` verbatim (the strict stand-in refuses it).
+    let script = format!("\"$DEPLOY\" up {d} --recipe two-services --abra-arg --bogus-flag");
+    let out = output_within(app.chain("7", &d, &script));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unsupported by the test stand-in: abra app deploy"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,153 @@
+//! The docker CLI: the one place ccci runs it, and the source of truth for what exists.
+//!
+//! Commands are argv vectors (never `sh -c`), and output is read with
+//! `--format '{{json .}}'`, one JSON document per line, parsed with serde_json — never by
+//! splitting columns. "The daemon cannot be reached" is told apart from every other
+//! failure, because a tool that cannot see the swarm must stop (69) rather than guess.
+
+use std::ffi::{OsStr, OsString};
+use std::process::{Command, Stdio};
+
+use serde::de::DeserializeOwned;
+
+use crate::env::{EnvVars, non_empty};
+
+/// How docker says it cannot reach its daemon.
+const UNREACHABLE: [&str; 3] = [
+    "Cannot connect to the Docker daemon",
+    "Is the docker daemon running",
+    "error during connect",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("docker is unavailable: `{command}` {reason}")]
+    Unavailable { command: String, reason: String },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("cannot read the output of `{command}`: {reason}")]
+    Output { command: String, reason: String },
+}
+
+impl DockerError {
+    /// The daemon (or the executable) is not there at all.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DockerError::Unavailable { .. })
+    }
+
+    /// The failure's stderr, to recognise "in use", "not found" and the like.
+    pub fn stderr(&self) -> &str {
+        match self {
+            DockerError::Failed { stderr, .. } => stderr,
+            _ => "",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Docker {
+    program: OsString,
+}
+
+impl Docker {
+    /// The docker named by `CCCI_DOCKER`, else `docker` on `PATH`.
+    pub fn from_env() -> Docker {
+        Docker {
+            program: non_empty(EnvVars::CCCI_DOCKER).unwrap_or_else(|| "docker".into()),
+        }
+    }
+
+    /// Run `docker args...`; its stdout on success.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<String, DockerError> {
+        let command = self.describe(args);
+        let out = Command::new(&self.program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| DockerError::Unavailable {
+                command: command.clone(),
+                reason: format!("could not be started: {e}"),
+            })?;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        if UNREACHABLE.iter().any(|m| stderr.contains(m)) {
+            return Err(DockerError::Unavailable {
+                command,
+                reason: format!("cannot reach the daemon: {stderr}"),
+            });
+        }
+        Err(DockerError::Failed { command, stderr })
+    }
+
+    /// Run a listing with `--format '{{json .}}'` and parse each line.
+    pub fn json_lines<T: DeserializeOwned, S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+    ) -> Result<Vec<T>, DockerError> {
+        let mut full: Vec<OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+        full.extend(["--format".into(), "{{json .}}".into()]);
+        let out = self.run(&full)?;
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line).map_err(|e| DockerError::Output {
+                    command: self.describe(&full),
+                    reason: format!("{e} in {line:?}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Make sure the daemon answers, before a tool decides anything from its silence.
+    pub fn ping(&self) -> Result<(), DockerError> {
+        self.run(&["version", "--format", "{{.Server.Version}}"])
+            .map(drop)
+    }
+
+    fn describe<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
+        let mut words = vec![self.program.to_string_lossy().into_owned()];
+        words.extend(
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned()),
+        );
+        words.join(" ")
+    }
+}
+
+/// The labels of a `docker ... ls` line: `"a=b,com.docker.stack.namespace=x_y"`.
+pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_labels_of_listing_lines() {
+        let labels = "com.docker.stack.image=x,com.docker.stack.namespace=a_b,empty=";
+        assert_eq!(label(labels, "com.docker.stack.namespace"), Some("a_b"));
+        assert_eq!(label(labels, "empty"), Some(""));
+        assert_eq!(label(labels, "absent"), None);
+        assert_eq!(label("", "com.docker.stack.namespace"), None);
+    }
+
+    #[test]
+    fn a_missing_docker_is_unavailable() {
+        let docker = Docker {
+            program: "/nonexistent/docker".into(),
+        };
+        let err = docker.run(&["info"]).unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/docker info"),
+            "{err}"
+        );
+    }
+}

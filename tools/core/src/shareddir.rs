@@ -1,0 +1,217 @@
+//! Directories every run on the host shares: the lock dir and the runs dir.
+//!
+//! Anyone who can write such a directory can plant files in it — a symlink where we will
+//! write, a lockfile we will trust — so one that is world-writable without the sticky
+//! bit, or owned by someone other than root or us, is refused. And there is never a
+//! fallback to another directory: every process must agree on where these are, so a tool
+//! that cannot use its directory stops with a message naming it and its variable.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+
+use nix::libc;
+use std::path::{Path, PathBuf};
+
+/// A shared directory and how the user names it.
+#[derive(Clone, Debug)]
+pub struct SharedDir {
+    pub path: PathBuf,
+    /// "lock dir", "runs dir": for messages.
+    pub what: &'static str,
+    /// The environment variable that sets it.
+    pub var: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SharedDirError {
+    #[error("cannot create {what} {}: {source} — create it, or set {var} to a usable directory", path.display())]
+    Create {
+        what: &'static str,
+        path: PathBuf,
+        var: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot use {what} {}: {source} (set {var} to a usable directory)", path.display())]
+    Inspect {
+        what: &'static str,
+        path: PathBuf,
+        var: &'static str,
+        source: io::Error,
+    },
+    #[error("{what} {} {problem} — refusing it (set {var}, or fix the directory)", path.display())]
+    Unsafe {
+        what: &'static str,
+        path: PathBuf,
+        var: &'static str,
+        problem: String,
+    },
+}
+
+impl SharedDir {
+    /// Make sure the directory exists (created with mode 0755 whatever the umask; its
+    /// parent must exist) and is safe to use.
+    pub fn ensure(&self) -> Result<(), SharedDirError> {
+        let created = match fs::DirBuilder::new().mode(0o755).create(&self.path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(source) => {
+                return Err(SharedDirError::Create {
+                    what: self.what,
+                    path: self.path.clone(),
+                    var: self.var,
+                    source,
+                });
+            }
+        };
+        self.check(created)
+    }
+
+    /// Check an existing directory without creating anything; `Ok(false)` when it does
+    /// not exist (for read-only users such as `--status` and dry runs).
+    pub fn check_existing(&self) -> Result<bool, SharedDirError> {
+        match fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            _ => self.check(false).map(|()| true),
+        }
+    }
+
+    /// Inspect (and, when we just created it, chmod) the directory through one
+    /// descriptor opened without following a symlink, so what is checked is what is there.
+    fn check(&self, created: bool) -> Result<(), SharedDirError> {
+        let refuse = |problem: String| SharedDirError::Unsafe {
+            what: self.what,
+            path: self.path.clone(),
+            var: self.var,
+            problem,
+        };
+        let inspect = |source: io::Error| SharedDirError::Inspect {
+            what: self.what,
+            path: self.path.clone(),
+            var: self.var,
+            source,
+        };
+        // A symlink could be repointed under us by whoever owns it. (O_NOFOLLOW below
+        // makes sure of it; this is for the clearer message.)
+        if fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(refuse(
+                "is a symbolic link (name the real directory)".into(),
+            ));
+        }
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP | libc::ENOTDIR) => refuse("is not a directory".into()),
+                _ => inspect(e),
+            })?;
+        if created {
+            // Exactly 0755: every run's user must be able to reach it.
+            dir.set_permissions(fs::Permissions::from_mode(0o755))
+                .map_err(inspect)?;
+        }
+        let meta = dir.metadata().map_err(inspect)?;
+        let mode = meta.permissions().mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            let who = if mode & 0o002 != 0 { "world" } else { "group" };
+            return Err(refuse(format!(
+                "is {who}-writable without the sticky bit (mode {:04o}): others could replace files in it",
+                mode & 0o7777
+            )));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(refuse(format!(
+                "is owned by uid {}, neither root nor us (uid {me})",
+                meta.uid()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(path: &Path) -> SharedDir {
+        SharedDir {
+            path: path.to_owned(),
+            what: "lock dir",
+            var: "CCCI_APP_LOCK_DIR",
+        }
+    }
+
+    #[test]
+    fn creates_a_missing_dir_with_mode_0755_but_not_its_parents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = dir(&tmp.path().join("a/b"))
+            .ensure()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot create lock dir") && err.contains("CCCI_APP_LOCK_DIR"),
+            "{err}"
+        );
+        let d = dir(&tmp.path().join("a"));
+        d.ensure().unwrap();
+        let mode = fs::metadata(d.path()).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        assert!(d.check_existing().unwrap());
+    }
+
+    #[test]
+    fn refuses_world_writable_without_sticky_bit() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let err = dir(tmp.path()).ensure().unwrap_err().to_string();
+        assert!(
+            err.contains("world-writable") && err.contains("CCCI_APP_LOCK_DIR"),
+            "{err}"
+        );
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        dir(tmp.path()).ensure().unwrap();
+    }
+
+    #[test]
+    fn refuses_a_file_and_names_the_directory_and_variable() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let err = dir(tmp.path()).ensure().unwrap_err().to_string();
+        assert!(
+            err.contains("lock dir") && err.contains("CCCI_APP_LOCK_DIR"),
+            "{err}"
+        );
+        assert!(err.contains(&tmp.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_symlink_and_group_writable_without_sticky_bit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("link")).unwrap();
+        let err = dir(&tmp.path().join("link"))
+            .ensure()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o775)).unwrap();
+        let err = dir(&real).ensure().unwrap_err().to_string();
+        assert!(err.contains("group-writable"), "{err}");
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o1775)).unwrap();
+        dir(&real).ensure().unwrap();
+    }
+
+    #[test]
+    fn missing_dir_is_not_created_by_a_check() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = dir(&tmp.path().join("absent"));
+        assert!(!d.check_existing().unwrap());
+        assert!(!d.path().exists());
+    }
+}

@@ -1,0 +1,279 @@
+//! Tearing an app down completely, idempotently: what `ccci-deploy down` does, and what
+//! the janitor does (under its probe lock) to an orphan.
+//!
+//! Order matters. Services go first (with the stack's labelled secrets, configs and
+//! networks: what `docker stack rm` removes). `docker stack rm` returns before the
+//! containers are gone, and a volume cannot be removed while a container still mounts it
+//! ("volume is in use"), so we wait for the stack's containers to disappear and retry
+//! volumes with backoff; `docker stack rm` never removes volumes at all. Then the secrets
+//! and configs abra created without a label (claimed by the longest-prefix rule, see
+//! `swarm`), and the app's `.env` files. A second teardown finds nothing and succeeds.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::docker::{Docker, DockerError};
+use crate::domain::Domain;
+use crate::swarm::{Inventory, NAMESPACE};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Removed {
+    pub services: usize,
+    pub volumes: usize,
+    pub secrets: usize,
+    pub configs: usize,
+    pub networks: usize,
+    pub env_files: usize,
+}
+
+impl Removed {
+    pub fn total(&self) -> usize {
+        self.services + self.volumes + self.secrets + self.configs + self.networks + self.env_files
+    }
+
+    /// `2 services, 1 volume, 3 secrets, 1 network, 1 env file` (kinds with none left out).
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            (self.services, "service"),
+            (self.volumes, "volume"),
+            (self.secrets, "secret"),
+            (self.configs, "config"),
+            (self.networks, "network"),
+            (self.env_files, "env file"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, kind)| format!("{n} {kind}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+        if parts.is_empty() {
+            "nothing".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("{what} still there after {after:?}: {detail}")]
+    TimedOut {
+        what: String,
+        after: Duration,
+        detail: String,
+    },
+    #[error("cannot remove {}: {source}", path.display())]
+    EnvFile { path: PathBuf, source: io::Error },
+}
+
+pub struct Teardown<'a> {
+    pub docker: &'a Docker,
+    pub domain: &'a Domain,
+    /// `$ABRA_DIR/servers`: the app's `.env` files live in its subdirectories.
+    pub servers_dir: PathBuf,
+    /// Stack names known besides the swarm's labels (from `.env` files and lockfiles),
+    /// for the longest-prefix rule.
+    pub known: BTreeSet<String>,
+    /// How long to wait for containers to go and volumes to come free.
+    pub timeout: Duration,
+}
+
+impl Teardown<'_> {
+    pub fn run(&self) -> Result<Removed, TeardownError> {
+        let stack = self.domain.stack_name();
+        let inventory = Inventory::collect(self.docker)?;
+        let mut known = inventory.labelled_stacks();
+        known.extend(self.known.iter().cloned());
+        let ours = inventory.of(&stack, &known);
+        let labelled = |list: &[crate::swarm::Named], name: &String| {
+            list.iter().any(|n| &n.name == name && n.stack.is_some())
+        };
+        let (labelled_secrets, unlabelled_secrets): (Vec<_>, Vec<_>) = ours
+            .secrets
+            .iter()
+            .partition(|n| labelled(&inventory.secrets, n));
+        let (labelled_configs, unlabelled_configs): (Vec<_>, Vec<_>) = ours
+            .configs
+            .iter()
+            .partition(|n| labelled(&inventory.configs, n));
+        let deadline = Instant::now() + self.timeout;
+        let mut removed = Removed::default();
+
+        // 1. What `docker stack rm` removes.
+        for service in &ours.services {
+            removed.services += self.remove(&["service", "rm", &service.name])?;
+        }
+        for secret in &labelled_secrets {
+            removed.secrets += self.remove(&["secret", "rm", secret])?;
+        }
+        for config in &labelled_configs {
+            removed.configs += self.remove(&["config", "rm", config])?;
+        }
+        // 2. Containers gone: only then are networks and volumes free.
+        self.containers_gone(&stack, deadline)?;
+        for network in &ours.networks {
+            removed.networks += self.remove_retrying(&["network", "rm", network], deadline)?;
+        }
+        // 3. Volumes, which `docker stack rm` never removes.
+        for volume in &ours.volumes {
+            removed.volumes += self.remove_retrying(&["volume", "rm", volume], deadline)?;
+        }
+        // 4. What abra created without a label.
+        for secret in &unlabelled_secrets {
+            removed.secrets += self.remove(&["secret", "rm", secret])?;
+        }
+        for config in &unlabelled_configs {
+            removed.configs += self.remove(&["config", "rm", config])?;
+        }
+        // 5. The app's configuration.
+        for env in self.env_files() {
+            match fs::remove_file(&env) {
+                Ok(()) => removed.env_files += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(TeardownError::EnvFile { path: env, source }),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// What is still there of the app (for verification): resources and `.env` files.
+    pub fn leftovers(&self) -> Result<Vec<String>, DockerError> {
+        let inventory = Inventory::collect(self.docker)?;
+        let mut known = inventory.labelled_stacks();
+        known.extend(self.known.iter().cloned());
+        let mut left = inventory.of(&self.domain.stack_name(), &known).describe();
+        left.extend(
+            self.env_files()
+                .iter()
+                .map(|p| format!("env file {}", p.display())),
+        );
+        Ok(left)
+    }
+
+    /// `servers/*/<domain>.env`, not following symlinks below `servers/`.
+    pub fn env_files(&self) -> Vec<PathBuf> {
+        env_files(&self.servers_dir, self.domain)
+    }
+
+    /// Remove one resource; 1 if removed, 0 if it was already gone (idempotence).
+    fn remove(&self, args: &[&str]) -> Result<usize, DockerError> {
+        match self.docker.run(args) {
+            Ok(_) => Ok(1),
+            Err(e) if gone(&e) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove one resource, retrying with backoff while docker says it is still in use.
+    fn remove_retrying(&self, args: &[&str], deadline: Instant) -> Result<usize, TeardownError> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.remove(args) {
+                Err(e) if in_use(&e) => {
+                    if Instant::now() >= deadline {
+                        return Err(TeardownError::TimedOut {
+                            what: args[2..].join(" "),
+                            after: self.timeout,
+                            detail: e.stderr().to_owned(),
+                        });
+                    }
+                    thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    fn containers_gone(&self, stack: &str, deadline: Instant) -> Result<(), TeardownError> {
+        let filter = format!("label={NAMESPACE}={stack}");
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let left = self.docker.run(&["ps", "-a", "-q", "--filter", &filter])?;
+            let left: Vec<&str> = left.split_whitespace().collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(TeardownError::TimedOut {
+                    what: format!("{} containers of stack {stack}", left.len()),
+                    after: self.timeout,
+                    detail: left.join(" "),
+                });
+            }
+            thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// `<servers>/*/<domain>.env` that exist, not following symlinked server directories.
+pub fn env_files(servers: &Path, domain: &Domain) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(servers) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path().join(format!("{domain}.env")))
+        .filter(|p| fs::symlink_metadata(p).is_ok())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Docker's "there is no such thing": already removed, which is what we wanted.
+fn gone(e: &DockerError) -> bool {
+    let s = e.stderr().to_ascii_lowercase();
+    s.contains("not found") || s.contains("no such")
+}
+
+fn in_use(e: &DockerError) -> bool {
+    let s = e.stderr();
+    s.contains("in use") || s.contains("has active endpoints")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_what_was_removed() {
+        let removed = Removed {
+            services: 2,
+            volumes: 1,
+            secrets: 3,
+            configs: 0,
+            networks: 1,
+            env_files: 1,
+        };
+        assert_eq!(
+            removed.describe(),
+            "2 services, 1 volume, 3 secrets, 1 network, 1 env file"
+        );
+        assert_eq!(removed.total(), 8);
+        assert_eq!(Removed::default().describe(), "nothing");
+    }
+
+    #[test]
+    fn env_files_are_found_in_real_server_dirs_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let servers = tmp.path().join("servers");
+        let d = Domain::parse("a.b").unwrap();
+        fs::create_dir_all(servers.join("default")).unwrap();
+        fs::write(servers.join("default/a.b.env"), "").unwrap();
+        fs::write(servers.join("default/a.b.c.env"), "").unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(elsewhere.join("a.b.env"), "").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, servers.join("linked")).unwrap();
+        assert_eq!(env_files(&servers, &d), [servers.join("default/a.b.env")]);
+    }
+}

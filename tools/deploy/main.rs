@@ -1,0 +1,407 @@
+//! ccci-deploy: deploy and tear down one app on the swarm, only under its app lock; wait
+//! for convergence; count deploys.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ccci_core::cli::{duration_arg, emit, parse_or_exit};
+use ccci_core::convergence::{self, Outcome};
+use ccci_core::deploy::{self, Abra, AbraError};
+use ccci_core::docker::{Docker, DockerError};
+use ccci_core::domain::Domain;
+use ccci_core::env::{EnvVars, defaults, non_empty};
+use ccci_core::exit::Exit;
+use ccci_core::lockdir::LockDir;
+use ccci_core::swarm::{Inventory, StackResources};
+use ccci_core::teardown::{Removed, Teardown};
+use ccci_core::{applock, diag, duration, say};
+use clap::{Parser, Subcommand};
+
+const TOOL: &str = "ccci-deploy";
+
+const AFTER_HELP: &str = "\
+EXIT STATUS:
+  0   done
+  1   done, but something failed: abra failed, the stack did not converge in time,
+      teardown left something behind, a count check failed
+  2   usage error, invalid domain
+  69  docker unreachable, or abra not found
+  78  the pipeline is wired wrong: up/down not under 'ccci-lock DOMAIN', or up outside
+      'ccci-rundir' (no CCCI_DEPLOY_COUNT_FILE)
+
+ENVIRONMENT:
+  CCCI_APP_LOCK_DIR       lock dir, to check the app lock (default /run/lock/cc-ci)
+  CCCI_LOCK_FD, CCCI_LOCK_DOMAIN   set by ccci-lock: the lock this deploy runs under
+  CCCI_DEPLOY_COUNT_FILE  set by ccci-rundir: where deploys are counted
+  ABRA_DIR                the abra tree with servers/<server>/<domain>.env ($HOME/.abra)
+  CCCI_DOCKER, CCCI_ABRA  the docker and abra executables (docker, abra)";
+
+/// Deploy and tear down one app on the swarm, under its app lock.
+#[derive(Parser, Debug)]
+#[command(name = TOOL, version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Deploy DOMAIN (creating the app when its .env is missing) and wait until it converges
+    Up {
+        domain: String,
+        /// The recipe, for `abra app new`
+        #[arg(long)]
+        recipe: String,
+        /// The abra server
+        #[arg(long, default_value = "default")]
+        server: String,
+        /// Deploy this recipe version
+        #[arg(long, conflicts_with = "chaos")]
+        version: Option<String>,
+        /// Deploy the recipe's working tree (abra --chaos)
+        #[arg(long)]
+        chaos: bool,
+        /// Set KEY=VALUE in the app's .env before deploying (repeatable)
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = deploy::parse_set)]
+        sets: Vec<(String, String)>,
+        /// Pass this argument to `abra app deploy` verbatim (repeatable)
+        #[arg(long = "abra-arg", value_name = "ARG", allow_hyphen_values = true)]
+        abra_args: Vec<String>,
+        /// How long to wait for convergence
+        #[arg(long, value_name = "DUR", default_value = "25m", value_parser = duration_arg)]
+        timeout: Duration,
+    },
+    /// Remove everything of DOMAIN: services, secrets, configs, networks, volumes, .env
+    Down {
+        domain: String,
+        /// The abra server (the .env is removed from every server dir)
+        #[arg(long, default_value = "default")]
+        server: String,
+        /// How long to wait for containers to go and volumes to come free
+        #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_arg)]
+        timeout: Duration,
+        /// Do not list everything again afterwards
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Show what exists of DOMAIN
+    Status {
+        domain: String,
+        /// One JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the number of deploys recorded in this run (CCCI_DEPLOY_COUNT_FILE)
+    Count {
+        /// Only deploys of this domain
+        #[arg(long)]
+        domain: Option<String>,
+        /// Exit 1 (a DG4.1 violation) unless the count is exactly N
+        #[arg(long, value_name = "N")]
+        expect: Option<usize>,
+    },
+}
+
+/// A failure with the status it exits with.
+struct Fail(Exit, anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Fail {
+    fn from(e: E) -> Fail {
+        let e = e.into();
+        let status = match e.downcast_ref::<DockerError>() {
+            Some(d) if d.is_unavailable() => Exit::Unavailable,
+            _ => match e.downcast_ref::<AbraError>() {
+                Some(AbraError::Unavailable { .. }) => Exit::Unavailable,
+                _ => Exit::Failure,
+            },
+        };
+        Fail(status, e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = parse_or_exit(TOOL, Exit::Usage);
+    let result = match cli.command {
+        Cmd::Up {
+            domain,
+            recipe,
+            server,
+            version,
+            chaos,
+            sets,
+            abra_args,
+            timeout,
+        } => domain_arg(&domain).and_then(|d| {
+            let mut deploy_args = vec![
+                "app".into(),
+                "deploy".into(),
+                d.to_string(),
+                "--no-input".into(),
+            ];
+            deploy_args.extend(chaos.then(|| "--chaos".to_owned()).or(version));
+            deploy_args.extend(abra_args);
+            up(&d, &recipe, &server, &sets, &deploy_args, timeout)
+        }),
+        Cmd::Down {
+            domain,
+            timeout,
+            no_verify,
+            ..
+        } => domain_arg(&domain).and_then(|d| down(&d, timeout, !no_verify)),
+        Cmd::Status { domain, json } => domain_arg(&domain).and_then(|d| status(&d, json)),
+        Cmd::Count { domain, expect } => match domain.as_deref().map(domain_arg).transpose() {
+            Ok(d) => count(d.as_ref(), expect),
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(exit) => ExitCode::from(exit.code() as u8),
+        Err(Fail(exit, err)) => {
+            diag!(TOOL, "{err:#}");
+            ExitCode::from(exit.code() as u8)
+        }
+    }
+}
+
+fn domain_arg(s: &str) -> Result<Domain, Fail> {
+    Domain::parse(s).map_err(|e| Fail(Exit::Usage, e.into()))
+}
+
+fn lock_dir() -> LockDir {
+    let path = non_empty(EnvVars::CCCI_APP_LOCK_DIR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(defaults::APP_LOCK_DIR));
+    LockDir::new(std::path::absolute(&path).unwrap_or(path))
+}
+
+/// The lock rule: up and down run only while holding DOMAIN's app lock, so a deploy can
+/// never be counted or made before the lock is taken.
+fn require_lock(domain: &Domain) -> Result<(), Fail> {
+    match applock::inherited(&lock_dir(), domain) {
+        Some(_) => Ok(()),
+        None => Err(Fail(
+            Exit::Misconfigured,
+            anyhow::anyhow!(
+                "not holding the app lock for {domain} — run under 'ccci-lock {domain} -- ...'"
+            ),
+        )),
+    }
+}
+
+fn abra_dir() -> Result<PathBuf, Fail> {
+    deploy::abra_dir().ok_or_else(|| {
+        Fail(
+            Exit::Misconfigured,
+            anyhow::anyhow!("neither ABRA_DIR nor HOME is set"),
+        )
+    })
+}
+
+fn up(
+    domain: &Domain,
+    recipe: &str,
+    server: &str,
+    sets: &[(String, String)],
+    deploy_args: &[String],
+    timeout: Duration,
+) -> Result<Exit, Fail> {
+    require_lock(domain)?;
+    let Some(count_file) = non_empty(EnvVars::CCCI_DEPLOY_COUNT_FILE).map(PathBuf::from) else {
+        return Err(Fail(
+            Exit::Misconfigured,
+            anyhow::anyhow!("CCCI_DEPLOY_COUNT_FILE is not set — run under 'ccci-rundir -- ...'"),
+        ));
+    };
+    let docker = Docker::from_env();
+    docker.ping()?;
+    deploy::record_deploy(&count_file, domain)
+        .with_context(|| format!("cannot count the deploy in {}", count_file.display()))?;
+    let abra = Abra::from_env();
+    let env = deploy::env_file(&abra_dir()?, server, domain);
+    if !env.exists() {
+        say!("== deploy: creating app {domain} ({recipe} on {server}) ==");
+        let new = [
+            "app",
+            "new",
+            recipe,
+            "--server",
+            server,
+            "--domain",
+            domain.as_str(),
+            "--no-input",
+        ];
+        abra.run(&new.map(String::from))?;
+        abra.run(
+            &[
+                "app",
+                "secret",
+                "generate",
+                domain.as_str(),
+                "--all",
+                "--no-input",
+            ]
+            .map(String::from),
+        )?;
+    }
+    deploy::apply_sets(&env, sets)
+        .with_context(|| format!("cannot apply --set to {}", env.display()))?;
+    say!("== deploy: {} ==", deploy_args.join(" "));
+    abra.run(deploy_args)?;
+    let stack = domain.stack_name();
+    let mut progress = |p: convergence::Progress<'_>| {
+        let ready = p.services.iter().filter(|s| convergence::ready(s)).count();
+        let waiting: Vec<String> = p
+            .services
+            .iter()
+            .filter(|s| !convergence::ready(s))
+            .map(|s| convergence::short(s, &stack))
+            .collect();
+        say!(
+            "== deploy: {domain} converging — {ready}/{} services ready ({}), {} ==",
+            p.services.len(),
+            waiting.join(", "),
+            duration::format(p.elapsed)
+        );
+    };
+    match convergence::wait(&docker, &stack, timeout, &mut progress)? {
+        Outcome::Converged { services, after } => {
+            say!(
+                "== deploy: {domain} converged in {} ({services} services) ==",
+                duration::format(after)
+            );
+            Ok(Exit::Success)
+        }
+        Outcome::TimedOut { services, after } => {
+            say!(
+                "== deploy: {domain} did not converge in {} ==",
+                duration::format(after)
+            );
+            if services.is_empty() {
+                diag!(TOOL, "{domain}: the stack {stack} has no services");
+            }
+            for s in services.iter().filter(|s| !convergence::ready(s)) {
+                let error = convergence::last_task_error(&docker, s)?
+                    .unwrap_or_else(|| "no failed task".into());
+                let state = s.update_state.as_deref().unwrap_or("no update");
+                diag!(
+                    TOOL,
+                    "not ready: {} {} ({state}): {error}",
+                    s.name,
+                    s.replicas
+                );
+            }
+            Ok(Exit::Failure)
+        }
+    }
+}
+
+/// Stack names known from `.env` files and lockfiles, for the longest-prefix rule.
+fn known_stacks(servers: &std::path::Path) -> BTreeSet<String> {
+    let mut known = BTreeSet::new();
+    if let Ok(dirs) = std::fs::read_dir(servers) {
+        for dir in dirs.flatten() {
+            for env in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = env.file_name().to_string_lossy().into_owned();
+                if let Some(d) = name
+                    .strip_suffix(".env")
+                    .and_then(|d| Domain::parse(d).ok())
+                {
+                    known.insert(d.stack_name());
+                }
+            }
+        }
+    }
+    if let Ok(domains) = lock_dir().domains() {
+        known.extend(domains.iter().map(Domain::stack_name));
+    }
+    known
+}
+
+fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> {
+    require_lock(domain)?;
+    let docker = Docker::from_env();
+    docker.ping()?;
+    let servers = abra_dir()?.join("servers");
+    let teardown = Teardown {
+        docker: &docker,
+        domain,
+        known: known_stacks(&servers),
+        servers_dir: servers,
+        timeout,
+    };
+    let start = Instant::now();
+    let removed: Removed = teardown.run()?;
+    if verify {
+        let left = teardown.leftovers()?;
+        if !left.is_empty() {
+            diag!(TOOL, "teardown of {domain} left: {}", left.join(", "));
+            return Ok(Exit::Failure);
+        }
+    }
+    say!(
+        "== teardown: {domain} — removed {} in {} ==",
+        removed.describe(),
+        duration::format(start.elapsed())
+    );
+    Ok(Exit::Success)
+}
+
+fn status(domain: &Domain, json: bool) -> Result<Exit, Fail> {
+    let docker = Docker::from_env();
+    let servers = abra_dir()?.join("servers");
+    let inventory = Inventory::collect(&docker)?;
+    let mut known = inventory.labelled_stacks();
+    known.extend(known_stacks(&servers));
+    let stack = domain.stack_name();
+    let res: StackResources = inventory.of(&stack, &known);
+    let envs = ccci_core::teardown::env_files(&servers, domain);
+    if json {
+        let doc = serde_json::json!({
+            "version": 1, "domain": domain.as_str(), "stack": stack,
+            "services": res.services, "volumes": res.volumes, "secrets": res.secrets,
+            "configs": res.configs, "networks": res.networks,
+            "env_files": envs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        });
+        emit(&format!("{doc}\n"))?;
+    } else {
+        let mut out = format!("{domain} (stack {stack})\n");
+        for s in &res.services {
+            let state = s.update_state.as_deref().unwrap_or("-");
+            out.push_str(&format!("  service {} {} {state}\n", s.name, s.replicas));
+        }
+        for line in res.describe().iter().filter(|l| !l.starts_with("service ")) {
+            out.push_str(&format!("  {line}\n"));
+        }
+        for env in &envs {
+            out.push_str(&format!("  env file {}\n", env.display()));
+        }
+        emit(&out)?;
+    }
+    Ok(Exit::Success)
+}
+
+fn count(domain: Option<&Domain>, expect: Option<usize>) -> Result<Exit, Fail> {
+    let Some(file) = non_empty(EnvVars::CCCI_DEPLOY_COUNT_FILE).map(PathBuf::from) else {
+        return Err(Fail(
+            Exit::Misconfigured,
+            anyhow::anyhow!("CCCI_DEPLOY_COUNT_FILE is not set — run under 'ccci-rundir -- ...'"),
+        ));
+    };
+    let n = deploy::deploys(&file, domain)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    emit(&format!("{n}\n"))?;
+    match expect {
+        Some(want) if want != n => {
+            say!("!! deploy-count {n} != {want} (DG4.1 violation)");
+            Ok(Exit::Failure)
+        }
+        _ => Ok(Exit::Success),
+    }
+}

@@ -1,0 +1,254 @@
+//! ccci-rundir: give the run its own abra tree and run-keyed state files, then exec.
+#![no_main]
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ccci_core::cli::{duration_arg, emit, emit_bytes, parse_or_exit};
+use ccci_core::env::{EnvVars, defaults, non_empty};
+use ccci_core::exit::Exit;
+use ccci_core::rundir::{RunDir, RunsDir};
+use ccci_core::runid::RunId;
+use ccci_core::{diag, duration, exec, rungc, say, wrapper_main};
+use clap::{Args, Parser, Subcommand};
+
+const TOOL: &str = "ccci-rundir";
+
+const AFTER_HELP: &str = "\
+LAYOUT:
+  <runs dir>/<run id>/.run.lock        held (flock) for as long as the command lives
+  <runs dir>/<run id>/abra/servers     -> <abra dir>/servers    (shared app configs)
+  <runs dir>/<run id>/abra/catalogue   -> <abra dir>/catalogue
+  <runs dir>/<run id>/abra/recipes/    fresh and empty for every attempt
+  <runs dir>/<run id>/state/           fresh and empty for every attempt
+  What a crashed attempt of the same run id left is repaired; a real file or directory
+  where a symlink belongs is refused, never deleted. The command gets ABRA_DIR,
+  CCCI_RUN_ID, CCCI_RUN_DIR, CCCI_STATE_DIR, CCCI_DEPLOY_COUNT_FILE, CCCI_OPSTATE_FILE,
+  CCCI_DEPS_FILE and CCCI_DEPSKIP_FILE.
+
+EXIT STATUS:
+  the command's own   the command ran (killed by signal N: the shell shows 128+N)
+  125                 ccci-rundir itself failed: usage (gc included), invalid run id,
+                      run id already in progress, unusable runs dir, no <abra dir>/servers
+  126                 the command was found but could not be executed
+  127                 the command was not found
+  gc: 0 done, 1 a removal failed, 125 usage.
+
+ENVIRONMENT:
+  CCCI_RUN_ID, then DRONE_BUILD_NUMBER   the run id (else manual-<unix-seconds>-<pid>)
+  CCCI_RUNS_DIR                          the runs dir (default /var/lib/cc-ci-runs)
+  CCCI_CANONICAL_ABRA_DIR                the host's abra tree (default $HOME/.abra)";
+
+/// Run a command in its own run directory: a private abra tree and state files.
+#[derive(Parser, Debug)]
+#[command(
+    name = TOOL,
+    version,
+    override_usage = "ccci-rundir [OPTIONS] -- <COMMAND> [ARGS]...\n       ccci-rundir --print [--json] [OPTIONS]\n       ccci-rundir gc --older-than <DUR> [--dry-run] [--json]",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// This run's id [env: CCCI_RUN_ID, then DRONE_BUILD_NUMBER; default: manual-<unix-seconds>-<pid>]
+    #[arg(long, value_name = "ID")]
+    run_id: Option<OsString>,
+
+    #[command(flatten)]
+    runs: RunsDirArg,
+
+    /// The host's shared abra tree [env: CCCI_CANONICAL_ABRA_DIR; default: $HOME/.abra]
+    #[arg(long, value_name = "DIR")]
+    abra_dir: Option<PathBuf>,
+
+    /// Lay out the run dir and print its variables (KEY='VALUE' lines) instead of running a command
+    #[arg(long)]
+    print: bool,
+
+    /// With --print: one JSON object
+    #[arg(long, requires = "print")]
+    json: bool,
+
+    #[command(subcommand)]
+    gc: Option<Gc>,
+
+    /// The command to run in the run dir (after `--`)
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+struct RunsDirArg {
+    /// Parent of the per-run directories
+    #[arg(long, value_name = "DIR", env = EnvVars::CCCI_RUNS_DIR, default_value = defaults::RUNS_DIR)]
+    runs_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Gc {
+    /// Remove run directories whose run lock is free and that have been idle this long
+    Gc {
+        /// Remove runs idle longer than this (e.g. 7d)
+        #[arg(long, value_name = "DUR", value_parser = duration_arg)]
+        older_than: Duration,
+        /// Say what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON document: {"version":1,"removed":[...],"kept":[...],"failed":[...]}
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        runs: RunsDirArg,
+    },
+}
+
+wrapper_main!(rundir_main);
+
+fn rundir_main() -> i32 {
+    let cli: Cli = parse_or_exit(TOOL, Exit::ToolFailed);
+    let result = match cli.gc {
+        Some(Gc::Gc {
+            older_than,
+            dry_run,
+            json,
+            ref runs,
+        }) => gc(&runs.runs_dir, older_than, dry_run, json),
+        None => run(cli),
+    };
+    result.unwrap_or_else(|err| {
+        diag!(TOOL, "{err}");
+        Exit::ToolFailed.code()
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    if cli.print != cli.command.is_empty() {
+        anyhow::bail!(match cli.print {
+            true => "--print takes no command",
+            false => "no command given after `--` (usage: ccci-rundir [OPTIONS] -- <COMMAND>...)",
+        });
+    }
+    let id = match cli
+        .run_id
+        .or_else(|| non_empty(EnvVars::CCCI_RUN_ID))
+        .or_else(|| non_empty(EnvVars::DRONE_BUILD_NUMBER))
+    {
+        Some(id) => RunId::parse_os(&id)?,
+        None => RunId::parse(&manual_run_id())?,
+    };
+    let canonical = match cli
+        .abra_dir
+        .or_else(|| non_empty(EnvVars::CCCI_CANONICAL_ABRA_DIR).map(PathBuf::from))
+    {
+        Some(dir) => dir,
+        None => match non_empty("HOME") {
+            Some(home) => PathBuf::from(home).join(".abra"),
+            None => anyhow::bail!(
+                "HOME is not set: set {} to the host's abra tree",
+                EnvVars::CCCI_CANONICAL_ABRA_DIR
+            ),
+        },
+    };
+    let run = RunDir::prepare(&RunsDir::new(cli.runs.runs_dir), id, &canonical)?;
+    let vars = run.vars();
+    if cli.print {
+        print_vars(&vars, cli.json)?;
+        return Ok(Exit::Success.code());
+    }
+    say!(
+        "== run dir: {} (ABRA_DIR={}) ==",
+        run.path.display(),
+        run.abra_dir().display()
+    );
+    run.into_inherited_fd()?;
+    let env: Vec<(&str, &OsStr)> = vars.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let err = exec::exec(&cli.command, &env);
+    diag!(TOOL, "{err}");
+    Ok(err.status.code())
+}
+
+fn manual_run_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("manual-{secs}-{}", std::process::id())
+}
+
+fn print_vars(vars: &[(&str, OsString)], json: bool) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if json {
+        let mut doc = serde_json::Map::new();
+        doc.insert("version".into(), 1.into());
+        for (k, v) in vars {
+            let Some(v) = v.to_str() else {
+                anyhow::bail!(
+                    "{k} is not valid UTF-8 ({v:?}), which JSON cannot carry: use --print without --json"
+                );
+            };
+            doc.insert((*k).into(), v.into());
+        }
+        emit(&format!("{}\n", serde_json::Value::Object(doc)))?;
+    } else {
+        let mut lines = Vec::new();
+        for (k, v) in vars {
+            lines.extend_from_slice(format!("{k}=").as_bytes());
+            lines.extend(shell_quote(v.as_bytes()));
+            lines.push(b'\n');
+        }
+        emit_bytes(&lines)?;
+    }
+    Ok(())
+}
+
+/// Single-quote for POSIX sh, byte for byte, so `eval "$(ccci-rundir --print)"` gives
+/// back exactly the path, whatever it contains.
+fn shell_quote(s: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'\''];
+    for &b in s {
+        if b == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+    out
+}
+
+fn gc(
+    runs_dir: &std::path::Path,
+    older_than: Duration,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let report = rungc::gc(&RunsDir::new(runs_dir), older_than, dry_run)?;
+    if json {
+        emit(&format!("{}\n", serde_json::to_string(&report)?))?;
+    } else {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        let lines: String = report
+            .removed
+            .iter()
+            .map(|run| {
+                let idle = duration::format(Duration::from_secs(run.idle_s));
+                format!("{verb} run {} ({}, idle {idle})\n", run.run_id, run.path)
+            })
+            .collect();
+        emit(&lines)?;
+    }
+    for run in &report.failed {
+        diag!(
+            TOOL,
+            "cannot remove run {} ({}): {}",
+            run.run_id,
+            run.path,
+            run.reason.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(if report.failed.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    }
+    .code())
+}
