@@ -29,7 +29,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{Pid, getpid, getppid};
 
 use crate::child::{self, Inherited, Leftover, SpawnError, Sweep, signal_group, signal_name};
-use crate::duration::format as human;
+use crate::duration::{Human, format as human};
 use crate::exit::{Exit, signal_status};
 use crate::timefmt;
 
@@ -302,7 +302,7 @@ impl Run<'_> {
         match self.grace_end {
             Some(end) if !self.kill_sent => say(format_args!(
                 "{TOOL}: already terminating; KILL in {}",
-                human(end.saturating_duration_since(Instant::now()))
+                Human(end.saturating_duration_since(Instant::now()))
             )),
             _ => say(format_args!("{TOOL}: already terminating")),
         }
