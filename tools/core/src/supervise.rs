@@ -206,12 +206,15 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
     }
     let status = run.until_the_command_exits(&signals);
     let ran_for = start.elapsed();
+    // Decided before the sweep: a KILL the sweep sends to leftovers says nothing about
+    // how the command died.
+    let killed = run.kill_sent && matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _));
     let leftovers = run.sweep(&signals);
     Ok(Ending {
         pid,
         started_at,
         ran_for,
-        killed: run.kill_sent && matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)),
+        killed,
         status,
         termination: run.termination,
         leftovers,
