@@ -232,3 +232,29 @@ fn a_caller_that_ignores_sigchld_still_gets_the_commands_status() {
     });
     assert_eq!(status.code(), Some(9));
 }
+
+#[test]
+fn hup_int_and_quit_are_termination_requests_too() {
+    let run = Run::new();
+    for (signal, name) in [
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGINT, "INT"),
+        (Signal::SIGQUIT, "QUIT"),
+    ] {
+        let report = format!("{name}.json");
+        let script =
+            "trap 'echo got-it >&2; exit 3' HUP INT QUIT; echo ready >&2; sleep 100 & wait";
+        let mut guard =
+            Background::spawn(run.guard(&["-q", "--report", &report, "--", "sh", "-c", script]));
+        guard.wait_for("ready");
+        kill(Pid::from_raw(guard.pid() as i32), signal).unwrap();
+        guard.wait_for("got-it");
+        let (status, lines) = guard.finish();
+        assert_eq!(status.code(), Some(3), "{name}: {lines:?}");
+        let r: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(run.sb.path(&report)).unwrap()).unwrap();
+        assert_eq!(r["outcome"], "terminated", "{name}");
+        assert_eq!(r["termination"]["signal"], name);
+    }
+    run.assert_nothing_alive();
+}

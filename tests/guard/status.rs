@@ -121,6 +121,34 @@ fn a_command_that_ignores_term_is_killed_after_the_grace_period_137() {
 }
 
 #[test]
+fn grace_and_deadline_come_from_the_environment_and_the_signal_from_s() {
+    let run = Run::new();
+    let mut cmd = run.guard(&["--", "sh", "-c", "trap '' TERM; sleep 100"]);
+    cmd.env("CCCI_DEADLINE", "0.2").env("CCCI_GRACE", "0.3");
+    assert(cmd)
+        .assert()
+        .code(137)
+        .stderr(predicate::str::contains("== guard: deadline 0.2s reached"))
+        .stderr(predicate::str::contains("== guard: grace 0.3s over"));
+    // A TERM-proof command ended at the deadline by `-s KILL`: the deadline, not the
+    // grace period, ended it, so 124.
+    assert(run.guard(&[
+        "-d",
+        "0.2",
+        "-s",
+        "KILL",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 100",
+    ]))
+    .assert()
+    .code(124)
+    .stderr(predicate::str::contains("sending KILL to process group"));
+    run.assert_nothing_alive();
+}
+
+#[test]
 fn a_deadline_lets_the_commands_term_cleanup_run_then_124() {
     let run = Run::new();
     let mark = run.path("cleaned");

@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod docker;
 pub mod domain;
 pub mod duration;
+pub mod ending;
 pub mod env;
 pub mod exec;
 pub mod exit;

@@ -12,7 +12,7 @@ use nix::sys::wait::WaitStatus;
 use serde::Serialize;
 
 use crate::child::signal_name;
-use crate::supervise::{Cause, Ending};
+use crate::ending::{Cause, Ending};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -125,7 +125,7 @@ impl Report {
 mod tests {
     use super::*;
     use crate::child::Leftover;
-    use crate::supervise::Termination;
+    use crate::ending::Termination;
     use nix::sys::signal::Signal;
     use nix::unistd::Pid;
     use std::time::Duration;

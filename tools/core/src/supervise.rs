@@ -30,7 +30,7 @@ use nix::unistd::{Pid, getpid, getppid};
 
 use crate::child::{self, Inherited, Leftover, SpawnError, Sweep, signal_group, signal_name};
 use crate::duration::{Human, format as human};
-use crate::exit::{Exit, signal_status};
+pub use crate::ending::{Cause, Ending, Termination};
 use crate::timefmt;
 
 pub const TOOL: &str = "ccci-guard";
@@ -45,72 +45,6 @@ pub struct Plan {
     pub deadline_signal: Signal,
     pub parent_death: bool,
     pub quiet: bool,
-}
-
-/// Why the guard started ending the command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cause {
-    Deadline,
-    Signal,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Termination {
-    pub cause: Cause,
-    /// The signal sent to the command's group.
-    pub signal: Signal,
-    /// How long after the start.
-    pub at: Duration,
-}
-
-/// How the command ended, and what the guard had to do about it.
-#[derive(Clone, Debug)]
-pub struct Ending {
-    pub pid: Pid,
-    pub started_at: String,
-    pub ran_for: Duration,
-    /// `Exited(code)` or `Signaled(signal)`.
-    pub status: WaitStatus,
-    pub termination: Option<Termination>,
-    /// The grace period ran out and the command died of the guard's SIGKILL.
-    pub killed: bool,
-    pub leftovers: Vec<Leftover>,
-}
-
-impl Ending {
-    /// The command's status as a shell shows it: the code, or 128+N.
-    pub fn command_status(&self) -> i32 {
-        match self.status {
-            WaitStatus::Exited(_, code) => code,
-            WaitStatus::Signaled(_, signal, _) => signal_status(signal as i32),
-            _ => Exit::ToolFailed.code(),
-        }
-    }
-
-    pub fn deadline_fired(&self) -> bool {
-        self.termination.is_some_and(|t| t.cause == Cause::Deadline)
-    }
-
-    /// The guard's exit status, in the order of guard.md item 8.
-    pub fn exit_status(&self, preserve_status: bool) -> i32 {
-        if self.killed {
-            Exit::Killed.code()
-        } else if self.deadline_fired() && !preserve_status {
-            Exit::DeadlineReached.code()
-        } else {
-            self.command_status()
-        }
-    }
-
-    pub fn outcome(&self) -> &'static str {
-        match (self.killed, self.termination.map(|t| t.cause), self.status) {
-            (true, _, _) => "killed",
-            (_, Some(Cause::Deadline), _) => "deadline",
-            (_, Some(Cause::Signal), _) => "terminated",
-            (_, None, WaitStatus::Signaled(..)) => "signaled",
-            _ => "exited",
-        }
-    }
 }
 
 /// A log line on stderr, in one write(2) so that it never interleaves with the
