@@ -53,7 +53,8 @@ impl Run {
         cmd
     }
 
-    fn prepare(&self, cmd: &mut Command) {
+    /// Scrubbed of `CCCI_*`/`DRONE_*`, tagged, run in the sandbox.
+    pub fn prepare(&self, cmd: &mut Command) {
         scrub(cmd);
         cmd.env(TAG, &self.tag).current_dir(self.sb.tmp.path());
     }

@@ -99,8 +99,16 @@ fn drone_cancel_sigkill_of_the_step_shell_runs_the_commands_term_cleanup() {
          until [ -s daemon ]; do sleep 0.01; done; \
          echo \"ready $$ $PPID\" >&2; sleep 100 & wait"
     );
-    let mut step = run.sh("set -e; \"$0\" -q --report r.json -- sh -c \"$1\"; echo after >&2");
-    step.arg(&command);
+    // Drone's step: `/bin/sh -e` running the guard, then more of the script.
+    let mut step = Command::new("/bin/sh");
+    run.prepare(&mut step);
+    step.args([
+        "-e",
+        "-c",
+        "\"$0\" -q --report r.json -- sh -c \"$1\"; echo after >&2",
+    ])
+    .arg(crate::support::bin("ccci-guard"))
+    .arg(&command);
     let mut step = Background::spawn(step);
     let ready = step.wait_for("ready");
     let guard_pid = number_after(&ready, &number_after(&ready, "ready").to_string());
