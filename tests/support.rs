@@ -22,6 +22,7 @@ pub fn bin(tool: &str) -> PathBuf {
         "ccci-guard" => env!("CARGO_BIN_EXE_ccci-guard").into(),
         "ccci-rundir" => env!("CARGO_BIN_EXE_ccci-rundir").into(),
         "ccci-deploy" => env!("CARGO_BIN_EXE_ccci-deploy").into(),
+        "ccci-janitor" => env!("CARGO_BIN_EXE_ccci-janitor").into(),
         other => panic!("unknown tool {other}"),
     }
 }

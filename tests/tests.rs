@@ -3,6 +3,7 @@
 
 mod deploy;
 mod guard;
+mod janitor;
 mod lock;
 mod rundir;
 mod support;

@@ -10,7 +10,7 @@ use ccci_core::child::parse_signal;
 use ccci_core::cli::{duration_arg, parse_or_exit};
 use ccci_core::env::EnvVars;
 use ccci_core::exit::Exit;
-use ccci_core::report::Report;
+use ccci_core::guard_report::Report;
 use ccci_core::supervise::{Plan, TOOL, say, supervise};
 use ccci_core::{duration, wrapper_main};
 use clap::Parser;

@@ -123,6 +123,11 @@ impl AppLock {
         })
     }
 
+    /// An app lock from a file that [`acquire_verified`] returned held and verified.
+    pub fn from_verified(file: File, path: PathBuf, domain: Domain) -> AppLock {
+        AppLock { file, path, domain }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

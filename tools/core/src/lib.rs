@@ -17,12 +17,15 @@ pub mod ending;
 pub mod env;
 pub mod exec;
 pub mod exit;
+pub mod guard_report;
 pub mod holder;
+pub mod janitor;
+pub mod janitor_report;
 pub mod lockdir;
 pub mod lockstatus;
 pub mod proclocks;
 pub mod removal;
-pub mod report;
+
 pub mod rundir;
 pub mod rungc;
 pub mod runid;

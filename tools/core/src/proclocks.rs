@@ -41,6 +41,42 @@ fn holders_in(table: &str, dev: u64, ino: u64) -> Vec<i32> {
         .collect()
 }
 
+/// A process that has a file open.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OpenBy {
+    pub pid: i32,
+    pub comm: String,
+}
+
+/// Every process with a descriptor open on `path` (scanning `/proc/*/fd`): who leaks a
+/// lock when its holder has been gone for hours. Costly (every fd of every process), so
+/// only for locks already judged stale.
+pub fn processes_with_open(path: &std::path::Path) -> Vec<OpenBy> {
+    let mut found = Vec::new();
+    for proc in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = proc
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let has_it = fs::read_dir(proc.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|target| target == path));
+        if has_it {
+            let comm = fs::read_to_string(proc.path().join("comm")).unwrap_or_default();
+            found.push(OpenBy {
+                pid,
+                comm: comm.trim().to_owned(),
+            });
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +94,16 @@ mod tests {
         assert_eq!(holders_in(table, dev, 10010679), [4242]);
         assert_eq!(holders_in(table, dev, 555), [99]);
         assert!(holders_in(table, dev, 1).is_empty());
+    }
+
+    #[test]
+    fn finds_the_processes_with_a_file_open() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let open = processes_with_open(tmp.path());
+        assert!(
+            open.iter().any(|o| o.pid == std::process::id() as i32),
+            "{open:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,227 @@
+//! One janitor pass: find the apps crashed runs left, and reap each one *while holding
+//! its app lock*, so a run that starts on that domain meanwhile waits until the reap is
+//! done; never touch a live run or an app that is not an ephemeral run app
+//! (`docs/janitor.md`).
+//!
+//! Discovery costs a fixed number of docker calls (one listing per resource type). A
+//! domain is a candidate when a lockfile, a swarm label or a canonical `.env` names it;
+//! it is eligible only if it matches the allowlist and not the denylist — an ineligible
+//! one is never probed, never gets a lockfile, and nothing of it is touched.
+//!
+//! An unlabelled secret or config alone does not make a candidate: its name
+//! `<stack>_<name>_<version>` cannot be split safely when names contain `_`, and
+//! guessing a stack could claim a live app's secret under the wrong lock. It is reaped
+//! with its app (longest-prefix rule), whose `.env` outlives it: teardown removes the
+//! `.env` last, and `abra app new` writes it before any secret exists.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::applock::{self, LockError, Verified, Wait};
+use crate::docker::{Docker, DockerError};
+use crate::domain::Domain;
+use crate::holder::Holder;
+use crate::janitor_report::{DomainReport, Outcome};
+use crate::lockdir::LockDir;
+use crate::swarm::Inventory;
+use crate::teardown::{self, Teardown};
+
+pub struct Janitor<'a> {
+    pub docker: &'a Docker,
+    pub lock_dir: LockDir,
+    /// The canonical abra tree (its `servers/*/<domain>.env`).
+    pub abra_dir: PathBuf,
+    pub run_app_re: Regex,
+    pub protect_re: Regex,
+    pub stale_after: Duration,
+    pub dry_run: bool,
+    /// For each teardown: how long containers may take to go and volumes to come free.
+    pub timeout: Duration,
+}
+
+/// What a pass found: one report per eligible domain, and how many were ignored.
+pub struct Pass {
+    pub domains: Vec<DomainReport>,
+    pub ignored: usize,
+}
+
+impl Janitor<'_> {
+    pub fn eligible(&self, domain: &Domain) -> bool {
+        self.run_app_re.is_match(domain.as_str()) && !self.protect_re.is_match(domain.as_str())
+    }
+
+    /// One pass. Docker unreachable is an error before anything is touched: a janitor
+    /// that cannot see the swarm must not guess.
+    pub fn pass(&self, on_domain: &mut dyn FnMut(&DomainReport)) -> Result<Pass, DockerError> {
+        self.docker.ping()?;
+        let inventory = Inventory::collect(self.docker)?;
+        let servers = self.abra_dir.join("servers");
+        let lockfiles = self.lock_dir.domains().unwrap_or_default();
+        let env_domains = env_domains(&servers);
+        let mut candidates: BTreeSet<Domain> = lockfiles.iter().cloned().collect();
+        candidates.extend(env_domains.iter().cloned());
+        candidates.extend(
+            inventory
+                .labelled_stacks()
+                .iter()
+                .filter_map(|s| Domain::from_stack_name(s)),
+        );
+        // Every stack name known anywhere, for the longest-prefix rule of teardown.
+        let known: BTreeSet<String> = candidates.iter().map(Domain::stack_name).collect();
+
+        let mut pass = Pass {
+            domains: Vec::new(),
+            ignored: 0,
+        };
+        for domain in &candidates {
+            if !self.eligible(domain) {
+                pass.ignored += 1;
+                continue;
+            }
+            let report = self.probe_and_act(domain, &inventory, &known, &servers);
+            on_domain(&report);
+            pass.domains.push(report);
+        }
+        Ok(pass)
+    }
+
+    fn probe_and_act(
+        &self,
+        domain: &Domain,
+        inventory: &Inventory,
+        known: &BTreeSet<String>,
+        servers: &Path,
+    ) -> DomainReport {
+        let mut report = DomainReport::new(domain);
+        let has_resources = !inventory.of(&domain.stack_name(), known).is_empty()
+            || !teardown::env_files(servers, domain).is_empty();
+        let path = self.lock_dir.lockfile(domain);
+        if self.dry_run {
+            report.outcome = match applock::open_existing(&path) {
+                Err(e) => Outcome::Skipped(e.to_string()),
+                Ok(Some(f))
+                    if matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)) =>
+                {
+                    self.left(&mut report, &f, &path);
+                    Outcome::Left
+                }
+                Ok(_) if has_resources => Outcome::WouldReap,
+                Ok(Some(_)) => Outcome::WouldTidy,
+                Ok(None) => Outcome::WouldTidy,
+            };
+            return report;
+        }
+        let file = match applock::acquire_verified(&path, Wait::No, Duration::MAX, &mut |_| {}) {
+            Ok(Verified::Held { file, .. }) => file,
+            Ok(Verified::Busy { .. }) => {
+                // Probe again read-only to name the holder (the busy file is closed).
+                if let Ok(Some(f)) = applock::open_existing(&path) {
+                    self.left(&mut report, &f, &path);
+                }
+                report.outcome = Outcome::Left;
+                return report;
+            }
+            Err(e @ (LockError::Symlink { .. } | LockError::Unsafe { .. })) => {
+                report.outcome = Outcome::Skipped(e.to_string());
+                return report;
+            }
+            Err(e) => {
+                report.outcome = Outcome::Error(e.to_string());
+                return report;
+            }
+        };
+        // Held and verified: say who holds it, so a run that now blocks shows us.
+        let me = Holder::new_for_this_process(Some(domain.as_str()), None, "ccci-janitor", vec![]);
+        let _ = me.write(&file);
+        let lock = applock::AppLock::from_verified(file, path, domain.clone());
+        report.outcome = if has_resources {
+            let teardown = Teardown {
+                docker: self.docker,
+                domain,
+                servers_dir: servers.to_owned(),
+                known: known.clone(),
+                timeout: self.timeout,
+            };
+            match teardown
+                .run()
+                .map_err(|e| e.to_string())
+                .and_then(|removed| {
+                    let left = teardown.leftovers().map_err(|e| e.to_string())?;
+                    if left.is_empty() {
+                        Ok(removed)
+                    } else {
+                        Err(format!("left after the reap: {}", left.join(", ")))
+                    }
+                }) {
+                // Gone meanwhile (another janitor, a run's own `down`): nothing was reaped.
+                Ok(removed) if removed.total() == 0 => Outcome::Tidied,
+                Ok(removed) => {
+                    report.removed = Some(removed);
+                    Outcome::Reaped
+                }
+                // Keep the lockfile: the next pass will find the domain again.
+                Err(e) => return with_error(report, e),
+            }
+        } else {
+            Outcome::Tidied
+        };
+        // Still holding, identity re-verified inside: unlink, then the lock goes.
+        if let Err(e) = lock.remove_lockfile() {
+            return with_error(report, format!("cannot remove the lockfile: {e}"));
+        }
+        report
+    }
+
+    /// A held lock: a live run. Old enough, it is a possible leak: name who holds it.
+    fn left(&self, report: &mut DomainReport, file: &std::fs::File, path: &Path) {
+        let holder = applock::holder_of(file);
+        let age = holder
+            .as_ref()
+            .and_then(Holder::age)
+            .or_else(|| file.metadata().ok()?.modified().ok()?.elapsed().ok());
+        report.stale = age.is_some_and(|a| a > self.stale_after);
+        report.held_for = age;
+        report.holder = holder;
+        if report.stale {
+            let me = std::process::id() as i32; // our own probe has it open too
+            report.open_by = crate::proclocks::processes_with_open(path)
+                .into_iter()
+                .filter(|o| o.pid != me)
+                .collect();
+        }
+    }
+}
+
+fn with_error(mut report: DomainReport, error: String) -> DomainReport {
+    report.outcome = Outcome::Error(error);
+    report
+}
+
+/// Domains with a `servers/*/<domain>.env` in the canonical tree (symlinked server
+/// directories not followed).
+fn env_domains(servers: &Path) -> Vec<Domain> {
+    let mut found = Vec::new();
+    for dir in std::fs::read_dir(servers).into_iter().flatten().flatten() {
+        if !dir.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for env in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = env.file_name();
+            let name = name.to_string_lossy();
+            if let Some(d) = name
+                .strip_suffix(".env")
+                .and_then(|d| Domain::parse(d).ok())
+            {
+                found.push(d);
+            }
+        }
+    }
+    found
+}
