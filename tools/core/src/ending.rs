@@ -79,3 +79,69 @@ impl Ending {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ending(status: WaitStatus, cause: Option<Cause>, killed: bool) -> Ending {
+        Ending {
+            pid: Pid::from_raw(42),
+            started_at: String::new(),
+            ran_for: Duration::ZERO,
+            status,
+            termination: cause.map(|cause| Termination {
+                cause,
+                signal: Signal::SIGTERM,
+                at: Duration::ZERO,
+            }),
+            killed,
+            leftovers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn exit_status_follows_the_documented_order() {
+        let pid = Pid::from_raw(42);
+        let exited = |c| WaitStatus::Exited(pid, c);
+        let signaled = |s| WaitStatus::Signaled(pid, s, false);
+        let kill = signaled(Signal::SIGKILL);
+        // (status, cause, killed) → (status, with --preserve-status, outcome)
+        let cases = [
+            (kill, Some(Cause::Deadline), true, 137, 137, "killed"),
+            (kill, Some(Cause::Signal), true, 137, 137, "killed"),
+            (
+                signaled(Signal::SIGTERM),
+                Some(Cause::Deadline),
+                false,
+                124,
+                143,
+                "deadline",
+            ),
+            (exited(0), Some(Cause::Deadline), false, 124, 0, "deadline"),
+            (
+                signaled(Signal::SIGTERM),
+                Some(Cause::Signal),
+                false,
+                143,
+                143,
+                "terminated",
+            ),
+            (exited(3), Some(Cause::Signal), false, 3, 3, "terminated"),
+            (kill, None, false, 137, 137, "signaled"),
+            (signaled(Signal::SIGSEGV), None, false, 139, 139, "signaled"),
+            (exited(0), None, false, 0, 0, "exited"),
+            (exited(255), None, false, 255, 255, "exited"),
+        ];
+        for (status, cause, killed, plain, preserved, outcome) in cases {
+            let e = ending(status, cause, killed);
+            assert_eq!(e.exit_status(false), plain, "{status:?} {cause:?} {killed}");
+            assert_eq!(
+                e.exit_status(true),
+                preserved,
+                "{status:?} {cause:?} {killed}"
+            );
+            assert_eq!(e.outcome(), outcome, "{status:?} {cause:?} {killed}");
+        }
+    }
+}
