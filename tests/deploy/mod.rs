@@ -185,6 +185,11 @@ fn a_service_that_never_converges_is_named_near_the_timeout() {
         "the failed task's error: {err}"
     );
     assert!(took >= Duration::from_secs(17), "gave up early: {took:?}");
+    // Rejected tasks keep re-creating the stack's network for a moment after its
+    // removal: teardown must still end with nothing left, and say so with 0.
+    let out = output_within(app.chain("5", &d, &format!("\"$DEPLOY\" down {d}")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(leftovers(&d.replace('.', "_")), Vec::<String>::new());
     assert!(
         took < Duration::from_secs(90),
         "long past the timeout: {took:?}"
@@ -210,11 +215,11 @@ fn docker_unreachable_is_69_and_abra_missing_is_69() {
         );
     }
     if swarm::available("docker_unreachable_is_69_and_abra_missing_is_69") {
-        let mut cmd = app.chain(
-            "6",
-            &d,
-            &format!("\"$DEPLOY\" up {d} --recipe two-services"),
+        // abra is looked for before the deploy is counted: nothing is counted.
+        let script = format!(
+            "\"$DEPLOY\" up {d} --recipe two-services; rc=$?; \"$DEPLOY\" count --expect 0 && exit $rc"
         );
+        let mut cmd = app.chain("6", &d, &script);
         cmd.env("CCCI_ABRA", "/nonexistent/abra");
         let out = output_within(cmd);
         assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
@@ -276,4 +281,107 @@ fn a_failing_abra_is_1_with_its_last_lines_quoted() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn a_crash_looping_service_never_counts_as_converged() {
+    if !swarm::available("a_crash_looping_service_never_counts_as_converged") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("t8");
+    let script = format!("\"$DEPLOY\" up {d} --recipe crash-loop --timeout 14s");
+    let out = output_within(app.chain("8", &d, &script));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not converge"), "{err}");
+    assert!(
+        err.contains("non-zero exit"),
+        "the failed task's error: {err}"
+    );
+}
+
+#[test]
+fn a_spoofed_namespace_label_claims_nothing() {
+    if !swarm::available("a_spoofed_namespace_label_claims_nothing") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("t9");
+    let stack = d.replace('.', "_");
+    // Not labelled with the stack: the namespace only appears inside another label's
+    // value, which a `k=v,k=v` reading of `Labels` would take for the real thing.
+    let victim = format!("{stack}x_victim");
+    app.track(&format!("{d}x"));
+    let spoof = format!("note=x,com.docker.stack.namespace={stack}");
+    let made = std::process::Command::new("docker")
+        .args(["volume", "create", "--label", &spoof, &victim])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let out = output_within(app.chain("9", &d, &format!("\"$DEPLOY\" down {d}")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("removed nothing"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        leftovers(&format!("{stack}x")),
+        [format!("volume {victim}")]
+    );
+}
+
+#[test]
+fn the_lock_rule_only_reads_and_wants_an_exclusive_lock() {
+    let sb = Sandbox::new();
+    let d = swarm::domain("ta");
+    std::fs::create_dir_all(sb.lock_dir()).unwrap();
+    let lockfile = sb.lockfile(&d);
+    std::fs::write(&lockfile, "").unwrap();
+    // fd 9 holds only a shared lock: not the app lock, and the check must not touch it
+    // (a LOCK_EX|LOCK_NB probe would drop or convert it).
+    let script = format!(
+        "exec 9<>'{l}'; flock -s 9; CCCI_LOCK_FD=9 CCCI_LOCK_DOMAIN={d} \"$0\" down {d}; echo rc=$?; \
+         flock -n -x '{l}' true; echo other=$?; \
+         exec 8<>'{l}'; CCCI_LOCK_FD=8 CCCI_LOCK_DOMAIN={d} \"$0\" down {d}; echo fresh=$?",
+        l = lockfile.display()
+    );
+    let mut cmd = crate::support::sh_with("ccci-deploy", &script);
+    cmd.env("CCCI_APP_LOCK_DIR", sb.lock_dir());
+    let out = output_within(cmd);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("rc=78"), "{stdout}");
+    assert!(
+        stdout.contains("other=1"),
+        "the caller's shared lock was dropped: {stdout}"
+    );
+    // A descriptor on the right file that holds nothing proves nothing either.
+    assert!(stdout.contains("fresh=78"), "{stdout}");
+}
+
+#[test]
+fn bad_set_server_and_version_values_are_usage_errors() {
+    let app = App::new();
+    let d = swarm::domain("tb");
+    for args in [
+        vec!["up", &d, "--recipe", "r", "--set", "A=x\nB=y"],
+        vec!["up", &d, "--recipe", "r", "--set", "1A=x"],
+        vec!["up", &d, "--recipe", "r", "--server", "/etc"],
+        vec!["up", &d, "--recipe", "r", "--server", "../x"],
+        vec!["up", &d, "--recipe", "r", "--version=--chaos"],
+        vec!["down", &d, "--server", "a/b"],
+    ] {
+        let out = output_within({
+            let mut c = app.deploy();
+            c.args(&args);
+            c
+        });
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }

@@ -16,7 +16,7 @@ use ccci_core::env::{EnvVars, defaults, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::lockdir::LockDir;
 use ccci_core::swarm::{Inventory, StackResources};
-use ccci_core::teardown::{Removed, Teardown};
+use ccci_core::teardown::{Removed, Teardown, TeardownError};
 use ccci_core::{applock, diag, duration, say};
 use clap::{Parser, Subcommand};
 
@@ -56,10 +56,10 @@ enum Cmd {
         #[arg(long)]
         recipe: String,
         /// The abra server
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = deploy::parse_server)]
         server: String,
         /// Deploy this recipe version
-        #[arg(long, conflicts_with = "chaos")]
+        #[arg(long, conflicts_with = "chaos", value_parser = deploy::parse_version)]
         version: Option<String>,
         /// Deploy the recipe's working tree (abra --chaos)
         #[arg(long)]
@@ -78,7 +78,7 @@ enum Cmd {
     Down {
         domain: String,
         /// The abra server (the .env is removed from every server dir)
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = deploy::parse_server)]
         server: String,
         /// How long to wait for containers to go and volumes to come free
         #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_arg)]
@@ -217,9 +217,10 @@ fn up(
     };
     let docker = Docker::from_env();
     docker.ping()?;
+    let abra = Abra::from_env();
+    abra.check()?;
     deploy::record_deploy(&count_file, domain)
         .with_context(|| format!("cannot count the deploy in {}", count_file.display()))?;
-    let abra = Abra::from_env();
     let env = deploy::env_file(&abra_dir()?, server, domain);
     if !env.exists() {
         say!("== deploy: creating app {domain} ({recipe} on {server}) ==");
@@ -269,8 +270,9 @@ fn up(
     match convergence::wait(&docker, &stack, timeout, &mut progress)? {
         Outcome::Converged { services, after } => {
             say!(
-                "== deploy: {domain} converged in {} ({services} services) ==",
-                duration::format(after)
+                "== deploy: {domain} converged in {} ({services} service{}) ==",
+                duration::format(after),
+                if services == 1 { "" } else { "s" }
             );
             Ok(Exit::Success)
         }
@@ -282,16 +284,22 @@ fn up(
             if services.is_empty() {
                 diag!(TOOL, "{domain}: the stack {stack} has no services");
             }
-            for s in services.iter().filter(|s| !convergence::ready(s)) {
+            // All replicas up at the last look means their tasks never settled (they keep
+            // failing, or never ran 5 s): name them all then.
+            let all_look_ready = services.iter().all(convergence::ready);
+            for s in services
+                .iter()
+                .filter(|s| all_look_ready || !convergence::ready(s))
+            {
                 let error = convergence::last_task_error(&docker, s)?
                     .unwrap_or_else(|| "no failed task".into());
                 let state = s.update_state.as_deref().unwrap_or("no update");
-                diag!(
-                    TOOL,
-                    "not ready: {} {} ({state}): {error}",
-                    s.name,
-                    s.replicas
-                );
+                let what = if all_look_ready {
+                    "tasks not settled"
+                } else {
+                    "not ready"
+                };
+                diag!(TOOL, "{what}: {} {} ({state}): {error}", s.name, s.replicas);
             }
             Ok(Exit::Failure)
         }
@@ -337,14 +345,16 @@ fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> 
         timeout,
     };
     let start = Instant::now();
-    let removed: Removed = teardown.run()?;
-    if verify {
-        let left = teardown.leftovers()?;
-        if !left.is_empty() {
-            diag!(TOOL, "teardown of {domain} left: {}", left.join(", "));
-            return Ok(Exit::Failure);
-        }
-    }
+    let removed: Removed = match verify {
+        true => match teardown.run_verified() {
+            Err(TeardownError::Left(left)) => {
+                diag!(TOOL, "teardown of {domain} left: {left}");
+                return Ok(Exit::Failure);
+            }
+            other => other?,
+        },
+        false => teardown.run()?,
+    };
     say!(
         "== teardown: {domain} — removed {} in {} ==",
         removed.describe(),

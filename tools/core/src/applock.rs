@@ -119,7 +119,10 @@ impl AppLock {
                 },
                 waited,
             },
-            Verified::Busy { holder, waited } => Acquisition::Busy { holder, waited },
+            Verified::Busy { file, waited } => Acquisition::Busy {
+                holder: holder_of(&file),
+                waited,
+            },
         })
     }
 
@@ -174,10 +177,9 @@ pub enum Verified {
         file: File,
         waited: Option<Duration>,
     },
-    Busy {
-        holder: Option<Holder>,
-        waited: Duration,
-    },
+    /// Held by someone else: the open lockfile, to name the holder with
+    /// [`holder_of`] if the caller wants to (reading the kernel's lock table costs).
+    Busy { file: Arc<File>, waited: Duration },
 }
 
 /// Steps 2–4 of the protocol on any lockfile path (the app lock, a run's `.run.lock`):
@@ -219,8 +221,8 @@ fn acquire(
         path: path.to_owned(),
         source,
     };
-    let busy = |holder| Verified::Busy {
-        holder,
+    let busy = |file| Verified::Busy {
+        file,
         waited: start.elapsed(),
     };
     let mut waited = None;
@@ -229,10 +231,10 @@ fn acquire(
         let file = if try_exclusive(&file).map_err(flock_err)? {
             file
         } else {
-            let holder = holder_of(&file);
             if wait == Wait::No || deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(busy(holder));
+                return Ok(busy(Arc::new(file)));
             }
+            let holder = holder_of(&file);
             on_event(WaitEvent::Blocked {
                 holder: holder.as_ref(),
             });
@@ -241,7 +243,7 @@ fn acquire(
                     waited = Some(start.elapsed());
                     file
                 }
-                Err(holder) => return Ok(busy(holder)),
+                Err(file) => return Ok(busy(file)),
             }
         };
         if same_file(&file, path).map_err(flock_err)? {
@@ -258,42 +260,43 @@ fn acquire(
 
 /// The lock on `domain` that this process already holds through a descriptor it
 /// inherited (`CCCI_LOCK_FD`, set by `ccci-lock`), if any: the variables name this domain,
-/// the descriptor is open on the inode the lockfile path names, and `flock(LOCK_EX |
-/// LOCK_NB)` on it succeeds — a no-op on a descriptor that already holds the lock. This
-/// is how a nested `ccci-lock` of the same domain avoids waiting for itself forever, and
-/// how `ccci-deploy` checks it runs under the lock.
+/// the kernel says that descriptor's open file description holds an exclusive flock
+/// (`/proc/self/fdinfo/<fd>`, proc(5)), and — checked after, so nobody can unlink the
+/// file in between (only a holder may) — the lockfile path names that same inode.
+///
+/// This is how a nested `ccci-lock` of the same domain avoids waiting for itself, and how
+/// `ccci-deploy` checks it runs under the lock. It only reads: a `flock(LOCK_EX|LOCK_NB)`
+/// probe would convert a caller's shared lock (dropping it first) and could take a free
+/// lock through a stray descriptor, which proves nothing about who holds the domain.
 pub fn inherited(dir: &LockDir, domain: &Domain) -> Option<RawFd> {
     use crate::env::{EnvVars, non_empty};
     if non_empty(EnvVars::CCCI_LOCK_DOMAIN)?.to_str()? != domain.as_str() {
         return None;
     }
     let fd: RawFd = non_empty(EnvVars::CCCI_LOCK_FD)?.to_str()?.parse().ok()?;
-    // SAFETY: F_GETFD only asks whether the number is an open descriptor.
-    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+    if fd < 0 {
         return None;
     }
-    // SAFETY: `fd` is open (checked just above) and only borrowed for these calls.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let held = nix::sys::stat::fstat(borrowed).ok()?;
+    let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    let (dev, ino) = crate::proclocks::exclusive_flock_in_fdinfo(&fdinfo)?;
     let named = fs::symlink_metadata(dir.lockfile(domain)).ok()?;
-    if held.st_dev != named.dev() || held.st_ino != named.ino() {
-        return None;
-    }
-    // SAFETY: as above; LOCK_NB never blocks.
-    (unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(fd)
+    let same = named.ino() == ino
+        && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)
+        && nix::sys::stat::minor(named.dev()) == nix::sys::stat::minor(dev);
+    same.then_some(fd)
 }
 
 /// Who holds the lock on `file`, for people to read: its metadata when the kernel's lock
 /// table agrees that pid holds it; when it names another pid (the metadata is a past
 /// holder's: the current one, e.g. `flock(1)`, wrote none), just that pid.
 pub fn holder_of(file: &File) -> Option<Holder> {
+    holder_in(file, crate::proclocks::LockTable::read().as_ref())
+}
+
+/// As [`holder_of`], with a lock table read once for many lockfiles.
+pub fn holder_in(file: &File, table: Option<&crate::proclocks::LockTable>) -> Option<Holder> {
     let written = Holder::read(file);
-    let Some(pids) = file
-        .metadata()
-        .ok()
-        .as_ref()
-        .and_then(crate::proclocks::flock_holders)
-    else {
+    let Some(pids) = table.zip(file.metadata().ok()).map(|(t, m)| t.holders(&m)) else {
         return written;
     };
     match written {
@@ -422,14 +425,14 @@ fn try_exclusive(file: &File) -> io::Result<bool> {
 
 /// Block in `flock(LOCK_EX)` on a helper thread, so the wake-up follows the holder's
 /// release at once while this thread reports progress and watches the deadline.
-/// `Err` with the holder as it was then, when the deadline passed first.
+/// `Err` with the (still shared) file when the deadline passed first.
 fn block(
     file: File,
     start: Instant,
     deadline: Option<Instant>,
     progress: Duration,
     on_event: &mut dyn FnMut(WaitEvent<'_>),
-) -> io::Result<Result<File, Option<Holder>>> {
+) -> io::Result<Result<File, Arc<File>>> {
     let file = Arc::new(file);
     let (tx, rx) = mpsc::channel();
     let locker = {
@@ -460,7 +463,7 @@ fn block(
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
                 if deadline.is_some_and(|d| now >= d) {
-                    return Ok(Err(holder_of(&file)));
+                    return Ok(Err(file));
                 }
                 if now >= next_report {
                     let holder = holder_of(&file);

@@ -6,9 +6,10 @@
 //! the flag until the next update, even once every task runs again — waiting for it to
 //! clear would wait forever. `updating` and `rollback_started` are not settled.
 //!
-//! Polling is with backoff (0.5 s, doubling, at most 5 s), never a fixed long sleep, and
-//! the stack must be seen converged on two polls in a row: a crash-looping task is
-//! "running" for an instant every restart, and one lucky poll must not count.
+//! Polling is with backoff (0.5 s, doubling, at most 5 s), never a fixed long sleep. A
+//! crash-looping task is "running" between its restarts, so a look that says converged
+//! must hold on two polls in a row, every running task must have been running for 5 s,
+//! and no task of the stack may have failed in the last 10 s.
 
 use std::time::{Duration, Instant};
 
@@ -121,7 +122,7 @@ pub fn wait(
         let all_ready = !services.is_empty() && services.iter().all(ready);
         // Twice in a row: a crash-looping task caught in its instant of "running" must
         // not pass for a converged service.
-        if all_ready && seen_ready {
+        if all_ready && seen_ready && tasks_settled(docker, &services)? {
             return Ok(Outcome::Converged {
                 services: services.len(),
                 after: start.elapsed(),
@@ -129,7 +130,9 @@ pub fn wait(
         }
         seen_ready = all_ready;
         let now = Instant::now();
-        if now >= start + timeout {
+        // `docker stack deploy` creates the services before it returns: none at all
+        // will not change by waiting 25 minutes.
+        if now >= start + timeout || services.is_empty() {
             return Ok(Outcome::TimedOut {
                 services,
                 after: start.elapsed(),
@@ -151,6 +154,56 @@ pub fn wait(
         );
         pause = (pause * 2).min(MAX_POLL);
     }
+}
+
+/// How long no task may have failed for a stack to count as converged: a crash-looping
+/// task shows "running" between its restarts, but it fails again within this window.
+pub const QUIET_FOR: Duration = Duration::from_secs(10);
+
+/// How long every running task must have been running: a task that crashes a few
+/// seconds after it starts has not failed yet when the replicas first read 1/1.
+pub const RUNNING_FOR: Duration = Duration::from_secs(5);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TaskStatus {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    timestamp: String,
+}
+
+/// Whether the services' tasks have settled: every running task has been running for
+/// [`RUNNING_FOR`], and none failed or was rejected within [`QUIET_FOR`] (`docker inspect
+/// --type task`, whose status carries a timestamp). Two docker calls, made only once a
+/// stack already looks converged.
+fn tasks_settled(docker: &Docker, services: &[Service]) -> Result<bool, DockerError> {
+    let mut ps = vec![
+        "service".to_owned(),
+        "ps".into(),
+        "-q".into(),
+        "--no-trunc".into(),
+    ];
+    ps.extend(services.iter().map(|s| s.id.clone()));
+    let tasks: Vec<String> = docker
+        .run(&ps)?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if tasks.is_empty() {
+        return Ok(true);
+    }
+    let mut inspect = vec!["inspect".to_owned(), "--type".into(), "task".into()];
+    inspect.extend(tasks);
+    let statuses: Vec<TaskStatus> = docker.json_lines_as(&inspect, "{{json .Status}}")?;
+    Ok(!statuses.iter().any(|t| {
+        let age = crate::timefmt::age(&t.timestamp).unwrap_or(Duration::ZERO);
+        match t.state.as_str() {
+            "failed" | "rejected" => age < QUIET_FOR,
+            "running" => age < RUNNING_FOR,
+            _ => false,
+        }
+    }))
 }
 
 #[derive(Deserialize)]

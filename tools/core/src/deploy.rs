@@ -39,22 +39,17 @@ pub fn record_deploy(count_file: &Path, domain: &Domain) -> io::Result<()> {
 }
 
 /// The number of deploys recorded (of `domain` only, if given). A missing file is 0; a
-/// line that is not a record is counted only when no domain is asked for.
+/// line that is not a record is not a deploy.
 pub fn deploys(count_file: &Path, domain: Option<&Domain>) -> io::Result<usize> {
-    let text = match fs::read_to_string(count_file) {
-        Ok(text) => text,
+    let text = match fs::read(count_file) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
     Ok(text
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| match domain {
-            None => true,
-            Some(d) => {
-                serde_json::from_str::<DeployRecord>(l).is_ok_and(|r| r.domain == d.as_str())
-            }
-        })
+        .filter_map(|l| serde_json::from_str::<DeployRecord>(l).ok())
+        .filter(|r| domain.is_none_or(|d| r.domain == d.as_str()))
         .count())
 }
 
@@ -73,47 +68,97 @@ pub fn env_file(abra_dir: &Path, server: &str, domain: &Domain) -> PathBuf {
         .join(format!("{domain}.env"))
 }
 
-/// Set `KEY=VALUE` in an env file: replace the line that sets KEY, or append one.
-/// Written to a temporary file and renamed over, so a reader never sees half a file.
+/// Set `KEY=VALUE` in an env file: replace every line that sets KEY (the last one would
+/// win for abra), or append one. Written to a new temporary file beside it (never
+/// through an existing name) with the file's mode, then renamed over, so a reader never
+/// sees half a file. A symlinked `.env` is refused rather than replaced by a copy.
 pub fn apply_sets(env: &Path, sets: &[(String, String)]) -> io::Result<()> {
     if sets.is_empty() {
         return Ok(());
     }
-    let mut lines: Vec<String> = fs::read_to_string(env)?
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let meta = fs::symlink_metadata(env)?;
+    if meta.file_type().is_symlink() {
+        return Err(io::Error::other(format!(
+            "{} is a symlink: not editing it",
+            env.display()
+        )));
+    }
+    let text = fs::read_to_string(env)?;
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     for (key, value) in sets {
-        let line = format!("{key}={value}");
         let sets_key = |l: &String| l.split_once('=').is_some_and(|(k, _)| k.trim() == key);
-        match lines.iter_mut().find(|l| sets_key(l)) {
-            Some(existing) => *existing = line,
+        let line = format!("{key}={value}");
+        match lines.iter().position(sets_key) {
+            Some(first) => {
+                lines[first] = line;
+                let mut i = 0;
+                lines.retain(|l| {
+                    i += 1;
+                    i - 1 == first || !sets_key(l)
+                });
+            }
             None => lines.push(line),
         }
     }
-    let tmp = env.with_extension("env.ccci-tmp");
-    fs::write(&tmp, lines.join("\n") + "\n")?;
-    fs::rename(&tmp, env)
+    let dir = env.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ccci-env-")
+        .tempfile_in(dir)?;
+    tmp.write_all((lines.join("\n") + "\n").as_bytes())?;
+    tmp.as_file().set_permissions(meta.permissions())?;
+    tmp.persist(env).map_err(|e| e.error)?;
+    Ok(())
 }
 
-/// Parse `--set KEY=VALUE`.
+/// Parse `--set KEY=VALUE`: KEY a shell-style name, VALUE on one line.
 pub fn parse_set(s: &str) -> Result<(String, String), String> {
+    let name = |k: &str| {
+        k.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
     match s.split_once('=') {
-        Some((k, v))
-            if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
-        {
+        Some((k, v)) if name(k) && !v.contains(['\n', '\r', '\0']) => {
             Ok((k.to_owned(), v.to_owned()))
         }
+        Some((k, _)) if name(k) => Err(format!("the value of {k} must be one line, got {s:?}")),
         _ => Err(format!(
-            "expected KEY=VALUE with KEY of letters, digits and _, got {s:?}"
+            "expected KEY=VALUE with KEY of letters, digits and _ (not first a digit), got {s:?}"
         )),
+    }
+}
+
+/// Refuse a server name that is not one path component (`--server /etc`, `..`).
+pub fn parse_server(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "invalid server name {s:?}: letters, digits, '.', '_', '-'"
+        ))
+    }
+}
+
+/// Refuse a version that abra would read as an option.
+pub fn parse_version(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.starts_with('-') {
+        Err(format!("invalid version {s:?}"))
+    } else {
+        Ok(s.to_owned())
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AbraError {
-    #[error("abra is unavailable: `{command}` could not be started: {source}")]
-    Unavailable { command: String, source: io::Error },
+    #[error("abra is unavailable: `{command}` could not be started: {reason}")]
+    Unavailable { command: String, reason: String },
     #[error("`{command}` failed with {status}; its last lines:\n{tail}")]
     Failed {
         command: String,
@@ -137,30 +182,49 @@ impl Abra {
         }
     }
 
+    /// Make sure abra can be found before anything is done (a deploy counted and then
+    /// not made would fail the run's count check for the wrong reason).
+    pub fn check(&self) -> Result<(), AbraError> {
+        use std::os::unix::fs::PermissionsExt;
+        let runnable = |p: &Path| {
+            fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        let program = Path::new(&self.program);
+        let found = if self.program.to_string_lossy().contains('/') {
+            runnable(program)
+        } else {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path).any(|dir| runnable(&dir.join(program)))
+        };
+        if found {
+            return Ok(());
+        }
+        Err(AbraError::Unavailable {
+            command: self.program.to_string_lossy().into_owned(),
+            reason: "not found (set CCCI_ABRA)".into(),
+        })
+    }
+
     /// Run `abra args...`, passing its output through to our stderr line by line as it
     /// comes (an operator watches a deploy live), keeping the last lines for the error.
     pub fn run(&self, args: &[String]) -> Result<(), AbraError> {
         let command = format!("{} {}", self.program.to_string_lossy(), args.join(" "));
-        let (reader, writer) = io::pipe().map_err(|source| AbraError::Unavailable {
+        let (reader, writer) = io::pipe().map_err(|e| AbraError::Unavailable {
             command: command.clone(),
-            source,
+            reason: e.to_string(),
         })?;
         let mut child = Command::new(&self.program)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(
-                writer
-                    .try_clone()
-                    .map_err(|source| AbraError::Unavailable {
-                        command: command.clone(),
-                        source,
-                    })?,
-            )
+            .stdout(writer.try_clone().map_err(|e| AbraError::Unavailable {
+                command: command.clone(),
+                reason: e.to_string(),
+            })?)
             .stderr(writer)
             .spawn()
-            .map_err(|source| AbraError::Unavailable {
+            .map_err(|e| AbraError::Unavailable {
                 command: command.clone(),
-                source,
+                reason: e.to_string(),
             })?;
         let mut tail = std::collections::VecDeque::with_capacity(TAIL);
         for line in BufReader::new(reader).lines() {
@@ -171,9 +235,9 @@ impl Abra {
             }
             tail.push_back(line);
         }
-        let status = child.wait().map_err(|source| AbraError::Unavailable {
+        let status = child.wait().map_err(|e| AbraError::Unavailable {
             command: command.clone(),
-            source,
+            reason: e.to_string(),
         })?;
         if status.success() {
             return Ok(());
@@ -237,6 +301,23 @@ mod tests {
             fs::read_to_string(&env).unwrap(),
             "TYPE=x\nDOMAIN=a.b\n# COMMENT=1\nREPLICAS=3\nNEW=a=b\n"
         );
+        fs::write(&env, "R=1\nX=0\nR=2\n").unwrap();
+        apply_sets(&env, &[parse_set("R=3").unwrap()]).unwrap();
+        assert_eq!(
+            fs::read_to_string(&env).unwrap(),
+            "R=3\nX=0\n",
+            "every line setting R"
+        );
+        for bad in ["1A=x", "A=x\nB=y", "A=x\ry"] {
+            assert!(parse_set(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            parse_server("../x").is_err()
+                && parse_server("/etc").is_err()
+                && parse_server("").is_err()
+        );
+        assert_eq!(parse_server("default").unwrap(), "default");
+        assert!(parse_version("--chaos").is_err());
         assert!(parse_set("=x").is_err());
         assert!(parse_set("novalue").is_err());
         assert!(parse_set("A B=x").is_err());

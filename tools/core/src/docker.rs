@@ -12,11 +12,15 @@ use serde::de::DeserializeOwned;
 
 use crate::env::{EnvVars, non_empty};
 
-/// How docker says it cannot reach its daemon.
-const UNREACHABLE: [&str; 3] = [
+/// How docker says it cannot reach its daemon (or may not: a socket we lack permission
+/// for is as unreachable as a missing one).
+const UNREACHABLE: [&str; 6] = [
     "Cannot connect to the Docker daemon",
     "Is the docker daemon running",
     "error during connect",
+    "permission denied while trying to connect to the Docker daemon",
+    "failed to connect to the docker API",
+    "context not found",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +90,17 @@ impl Docker {
         &self,
         args: &[S],
     ) -> Result<Vec<T>, DockerError> {
+        self.json_lines_as(args, "{{json .}}")
+    }
+
+    /// Run a listing with a `--format` template that writes one JSON document per line.
+    pub fn json_lines_as<T: DeserializeOwned, S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        format: &str,
+    ) -> Result<Vec<T>, DockerError> {
         let mut full: Vec<OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
-        full.extend(["--format".into(), "{{json .}}".into()]);
+        full.extend(["--format".into(), format.into()]);
         let out = self.run(&full)?;
         out.lines()
             .filter(|l| !l.trim().is_empty())
@@ -116,27 +129,9 @@ impl Docker {
     }
 }
 
-/// The labels of a `docker ... ls` line: `"a=b,com.docker.stack.namespace=x_y"`.
-pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
-    labels
-        .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_labels_of_listing_lines() {
-        let labels = "com.docker.stack.image=x,com.docker.stack.namespace=a_b,empty=";
-        assert_eq!(label(labels, "com.docker.stack.namespace"), Some("a_b"));
-        assert_eq!(label(labels, "empty"), Some(""));
-        assert_eq!(label(labels, "absent"), None);
-        assert_eq!(label("", "com.docker.stack.namespace"), None);
-    }
 
     #[test]
     fn a_missing_docker_is_unavailable() {

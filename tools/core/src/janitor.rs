@@ -26,6 +26,7 @@ use crate::domain::Domain;
 use crate::holder::Holder;
 use crate::janitor_report::{DomainReport, Outcome};
 use crate::lockdir::LockDir;
+use crate::proclocks::LockTable;
 use crate::swarm::Inventory;
 use crate::teardown::{self, Teardown};
 
@@ -71,6 +72,8 @@ impl Janitor<'_> {
         );
         // Every stack name known anywhere, for the longest-prefix rule of teardown.
         let known: BTreeSet<String> = candidates.iter().map(Domain::stack_name).collect();
+        // Read once: asked about for every held lock (for people only: who holds it).
+        let locks = LockTable::read();
 
         let mut pass = Pass {
             domains: Vec::new(),
@@ -81,7 +84,7 @@ impl Janitor<'_> {
                 pass.ignored += 1;
                 continue;
             }
-            let report = self.probe_and_act(domain, &inventory, &known, &servers);
+            let report = self.probe_and_act(domain, &inventory, &known, &servers, locks.as_ref());
             on_domain(&report);
             pass.domains.push(report);
         }
@@ -94,6 +97,7 @@ impl Janitor<'_> {
         inventory: &Inventory,
         known: &BTreeSet<String>,
         servers: &Path,
+        locks: Option<&LockTable>,
     ) -> DomainReport {
         let mut report = DomainReport::new(domain);
         let has_resources = !inventory.of(&domain.stack_name(), known).is_empty()
@@ -105,7 +109,7 @@ impl Janitor<'_> {
                 Ok(Some(f))
                     if matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)) =>
                 {
-                    self.left(&mut report, &f, &path);
+                    self.left(&mut report, &f, &path, locks);
                     Outcome::Left
                 }
                 Ok(_) if has_resources => Outcome::WouldReap,
@@ -116,11 +120,8 @@ impl Janitor<'_> {
         }
         let file = match applock::acquire_verified(&path, Wait::No, Duration::MAX, &mut |_| {}) {
             Ok(Verified::Held { file, .. }) => file,
-            Ok(Verified::Busy { .. }) => {
-                // Probe again read-only to name the holder (the busy file is closed).
-                if let Ok(Some(f)) = applock::open_existing(&path) {
-                    self.left(&mut report, &f, &path);
-                }
+            Ok(Verified::Busy { file, .. }) => {
+                self.left(&mut report, &file, &path, locks);
                 report.outcome = Outcome::Left;
                 return report;
             }
@@ -145,17 +146,7 @@ impl Janitor<'_> {
                 known: known.clone(),
                 timeout: self.timeout,
             };
-            match teardown
-                .run()
-                .map_err(|e| e.to_string())
-                .and_then(|removed| {
-                    let left = teardown.leftovers().map_err(|e| e.to_string())?;
-                    if left.is_empty() {
-                        Ok(removed)
-                    } else {
-                        Err(format!("left after the reap: {}", left.join(", ")))
-                    }
-                }) {
+            match teardown.run_verified().map_err(|e| e.to_string()) {
                 // Gone meanwhile (another janitor, a run's own `down`): nothing was reaped.
                 Ok(removed) if removed.total() == 0 => Outcome::Tidied,
                 Ok(removed) => {
@@ -176,8 +167,14 @@ impl Janitor<'_> {
     }
 
     /// A held lock: a live run. Old enough, it is a possible leak: name who holds it.
-    fn left(&self, report: &mut DomainReport, file: &std::fs::File, path: &Path) {
-        let holder = applock::holder_of(file);
+    fn left(
+        &self,
+        report: &mut DomainReport,
+        file: &std::fs::File,
+        path: &Path,
+        locks: Option<&LockTable>,
+    ) {
+        let holder = applock::holder_in(file, locks);
         let age = holder
             .as_ref()
             .and_then(Holder::age)

@@ -12,33 +12,81 @@
 //!
 //! where `->` marks a blocked request and the device is `major:minor` in hex.
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-/// The pids holding a granted flock on the file `meta` describes; `None` when the lock
-/// table cannot be read (then the metadata is all there is).
-pub fn flock_holders(meta: &fs::Metadata) -> Option<Vec<i32>> {
-    let table = fs::read_to_string("/proc/locks").ok()?;
-    Some(holders_in(&table, meta.dev(), meta.ino()))
+/// The granted flocks of the whole host, read once: a janitor pass over thousands of
+/// lockfiles asks about each, and re-reading the table every time would cost
+/// O(locks²).
+#[derive(Debug, Default)]
+pub struct LockTable {
+    holders: HashMap<(String, u64), Vec<i32>>,
 }
 
-fn holders_in(table: &str, dev: u64, ino: u64) -> Vec<i32> {
-    let wanted = format!(
-        "{:02x}:{:02x}:{ino}",
-        nix::sys::stat::major(dev),
-        nix::sys::stat::minor(dev)
-    );
-    table
-        .lines()
-        .filter_map(|line| {
+impl LockTable {
+    /// `None` when the table cannot be read (then the metadata is all there is).
+    pub fn read() -> Option<LockTable> {
+        fs::read_to_string("/proc/locks")
+            .ok()
+            .map(|t| LockTable::parse(&t))
+    }
+
+    fn parse(table: &str) -> LockTable {
+        let mut holders: HashMap<(String, u64), Vec<i32>> = HashMap::new();
+        for line in table.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            // id, FLOCK, ADVISORY, type, pid, dev:ino, ... (blocked requests have `->`)
-            match fields.as_slice() {
-                [_, "FLOCK", _, _, pid, file, ..] if *file == wanted => pid.parse().ok(),
-                _ => None,
+            // id, FLOCK, ADVISORY, type, pid, maj:min:ino, ... (blocked requests: `->`)
+            if let [_, "FLOCK", _, _, pid, file, ..] = fields.as_slice() {
+                let (Ok(pid), Some((dev, ino))) = (pid.parse(), file.rsplit_once(':')) else {
+                    continue;
+                };
+                let Ok(ino) = ino.parse() else { continue };
+                holders.entry((dev.to_owned(), ino)).or_default().push(pid);
             }
-        })
-        .collect()
+        }
+        LockTable { holders }
+    }
+
+    /// The pids holding a granted flock on the file `meta` describes.
+    pub fn holders(&self, meta: &fs::Metadata) -> Vec<i32> {
+        self.holders_of(meta.dev(), meta.ino())
+    }
+
+    fn holders_of(&self, dev: u64, ino: u64) -> Vec<i32> {
+        let dev = format!(
+            "{:02x}:{:02x}",
+            nix::sys::stat::major(dev),
+            nix::sys::stat::minor(dev)
+        );
+        self.holders.get(&(dev, ino)).cloned().unwrap_or_default()
+    }
+}
+
+/// The pids holding a granted flock on the file `meta` describes; `None` when the lock
+/// table cannot be read.
+pub fn flock_holders(meta: &fs::Metadata) -> Option<Vec<i32>> {
+    LockTable::read().map(|t| t.holders(meta))
+}
+
+/// The file an exclusive flock of *this* open file description is on, from its
+/// `/proc/<pid>/fdinfo/<fd>`: the kernel lists there, as `lock:` lines in the format of
+/// `/proc/locks`, the locks owned by that very description — not others on the inode.
+/// Returns the `(dev, ino)` of the locked file.
+pub fn exclusive_flock_in_fdinfo(fdinfo: &str) -> Option<(u64, u64)> {
+    fdinfo.lines().find_map(|line| {
+        let fields: Vec<&str> = line.strip_prefix("lock:")?.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, "WRITE", _, file, ..] => {
+                let mut parts = file.split(':');
+                let major = u64::from_str_radix(parts.next()?, 16).ok()?;
+                let minor = u64::from_str_radix(parts.next()?, 16).ok()?;
+                let ino = parts.next()?.parse().ok()?;
+                Some((nix::sys::stat::makedev(major, minor), ino))
+            }
+            _ => None,
+        }
+    })
 }
 
 /// A process that has a file open.
@@ -91,9 +139,10 @@ mod tests {
 3: FLOCK  ADVISORY  READ 99 fe:00:555 0 EOF
 4: FLOCK  ADVISORY  WRITE 98 fe:01:10010679 0 EOF
 ";
-        assert_eq!(holders_in(table, dev, 10010679), [4242]);
-        assert_eq!(holders_in(table, dev, 555), [99]);
-        assert!(holders_in(table, dev, 1).is_empty());
+        let t = LockTable::parse(table);
+        assert_eq!(t.holders_of(dev, 10010679), [4242]);
+        assert_eq!(t.holders_of(dev, 555), [99]);
+        assert!(t.holders_of(dev, 1).is_empty());
     }
 
     #[test]
@@ -104,6 +153,30 @@ mod tests {
             open.iter().any(|o| o.pid == std::process::id() as i32),
             "{open:?}"
         );
+    }
+
+    #[test]
+    fn fdinfo_tells_an_exclusive_flock_of_this_description() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let file = tempfile::tempfile().unwrap();
+        let meta = file.metadata().unwrap();
+        let fdinfo =
+            || fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap();
+        assert_eq!(exclusive_flock_in_fdinfo(&fdinfo()), None);
+        file.lock_shared().unwrap();
+        assert_eq!(
+            exclusive_flock_in_fdinfo(&fdinfo()),
+            None,
+            "shared is not exclusive"
+        );
+        file.lock().unwrap();
+        let (dev, ino) = exclusive_flock_in_fdinfo(&fdinfo()).expect("exclusive lock listed");
+        assert_eq!((dev, ino), (meta.dev(), meta.ino()));
+        // Another description of the same file does not own that lock.
+        let other = fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+        let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", other.as_raw_fd())).unwrap();
+        assert_eq!(exclusive_flock_in_fdinfo(&info), None);
     }
 
     #[test]

@@ -216,13 +216,15 @@ fn lock_run(path: &Path, id: &RunId) -> Result<File, RunDirError> {
             }
             // `gc` holds it only while it renames the directory away and deletes it: wait
             // for that, then start over in a fresh directory.
-            Ok(Verified::Busy {
-                holder: Some(h), ..
-            }) if wait == Wait::No && h.tool.as_deref() == Some(crate::rungc::GC_TOOL) => {
+            Ok(Verified::Busy { file, .. })
+                if wait == Wait::No
+                    && applock::holder_of(&file).and_then(|h| h.tool).as_deref()
+                        == Some(crate::rungc::GC_TOOL) =>
+            {
                 wait = Wait::For(Duration::from_secs(60));
             }
-            Ok(Verified::Busy { holder, .. }) => {
-                let (pid, _) = crate::holder::pid_and_run(holder.as_ref());
+            Ok(Verified::Busy { file, .. }) => {
+                let (pid, _) = crate::holder::pid_and_run(applock::holder_of(&file).as_ref());
                 return Err(RunDirError::InProgress {
                     id: id.clone(),
                     pid,

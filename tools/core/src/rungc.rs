@@ -188,8 +188,8 @@ fn remove_if_free(
         other => other?,
     };
     let file = match lock {
-        Verified::Busy { holder, .. } => {
-            let (pid, _) = pid_and_run(holder.as_ref());
+        Verified::Busy { file, .. } => {
+            let (pid, _) = pid_and_run(applock::holder_of(&file).as_ref());
             return Ok(Fate::Kept(format!("held by pid {pid}")));
         }
         Verified::Held { file, .. } => file,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::docker::{Docker, DockerError, label};
+use crate::docker::{Docker, DockerError};
 
 pub const NAMESPACE: &str = "com.docker.stack.namespace";
 
@@ -117,24 +117,30 @@ struct UpdateStatus {
     state: Option<String>,
 }
 
+/// A listing line as [`NAMED_FORMAT`] writes it: the name and the one label we need,
+/// as JSON. (The `Labels` field of `{{json .}}` is a `k=v,k=v` string, which a label
+/// value containing `,com.docker.stack.namespace=...` could spoof.)
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct NamedLine {
     name: String,
     #[serde(default)]
-    labels: String,
+    stack: String,
 }
+
+const NAMED_FORMAT: &str =
+    r#"{"Name":{{json .Name}},"Stack":{{json (.Label "com.docker.stack.namespace")}}}"#;
 
 impl Inventory {
     /// List everything: at most six docker calls whatever the number of stacks.
     pub fn collect(docker: &Docker) -> Result<Inventory, DockerError> {
         let services = services(docker, None)?;
         let named = |kind: &str| -> Result<Vec<Named>, DockerError> {
-            let lines: Vec<NamedLine> = docker.json_lines(&[kind, "ls"])?;
+            let lines: Vec<NamedLine> = docker.json_lines_as(&[kind, "ls"], NAMED_FORMAT)?;
             Ok(lines
                 .into_iter()
                 .map(|l| Named {
-                    stack: label(&l.labels, NAMESPACE).map(str::to_owned),
+                    stack: Some(l.stack).filter(|s| !s.is_empty()),
                     name: l.name,
                 })
                 .collect())
@@ -194,6 +200,14 @@ impl Inventory {
 /// The services of one stack (`Some`) or of all (`None`), with their replicas and
 /// update state: `docker service ls`, then one `docker service inspect` of them all.
 pub fn services(docker: &Docker, stack: Option<&str>) -> Result<Vec<Service>, DockerError> {
+    services_retrying(docker, stack, 5)
+}
+
+fn services_retrying(
+    docker: &Docker,
+    stack: Option<&str>,
+    tries: u32,
+) -> Result<Vec<Service>, DockerError> {
     let mut ls = vec!["service".to_owned(), "ls".to_owned()];
     if let Some(stack) = stack {
         ls.extend(["--filter".to_owned(), format!("label={NAMESPACE}={stack}")]);
@@ -207,7 +221,9 @@ pub fn services(docker: &Docker, stack: Option<&str>) -> Result<Vec<Service>, Do
             Ok(all) => inspected = all,
             // A service removed between the two calls fails the inspect of all: list
             // again rather than guess.
-            Err(e) if e.stderr().contains("no such service") => return services(docker, stack),
+            Err(e) if tries > 1 && e.stderr().contains("no such service") => {
+                return services_retrying(docker, stack, tries - 1);
+            }
             Err(e) => return Err(e),
         }
     }

@@ -33,6 +33,17 @@ pub struct Removed {
 }
 
 impl Removed {
+    pub fn plus(&self, other: &Removed) -> Removed {
+        Removed {
+            services: self.services + other.services,
+            volumes: self.volumes + other.volumes,
+            secrets: self.secrets + other.secrets,
+            configs: self.configs + other.configs,
+            networks: self.networks + other.networks,
+            env_files: self.env_files + other.env_files,
+        }
+    }
+
     pub fn total(&self) -> usize {
         self.services + self.volumes + self.secrets + self.configs + self.networks + self.env_files
     }
@@ -71,6 +82,8 @@ pub enum TeardownError {
     },
     #[error("cannot remove {}: {source}", path.display())]
     EnvFile { path: PathBuf, source: io::Error },
+    #[error("left after the teardown: {0}")]
+    Left(String),
 }
 
 pub struct Teardown<'a> {
@@ -141,6 +154,29 @@ impl Teardown<'_> {
             }
         }
         Ok(removed)
+    }
+
+    /// Tear down, then list again until nothing is left, tearing down again while
+    /// something is: docker's view settles late (a network the node re-creates while
+    /// rejected tasks churn is listed for a moment after `network rm` succeeded). What is
+    /// still there when `timeout` runs out is the error.
+    pub fn run_verified(&self) -> Result<Removed, TeardownError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut removed = self.run()?;
+        let mut pause = Duration::from_millis(200);
+        loop {
+            let left = self.leftovers()?;
+            if left.is_empty() {
+                return Ok(removed);
+            }
+            if Instant::now() >= deadline {
+                return Err(TeardownError::Left(left.join(", ")));
+            }
+            thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(Duration::from_secs(2));
+            let again = self.run()?;
+            removed = removed.plus(&again);
+        }
     }
 
     /// What is still there of the app (for verification): resources and `.env` files.
