@@ -19,6 +19,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub fn bin(tool: &str) -> PathBuf {
     match tool {
         "ccci-lock" => env!("CARGO_BIN_EXE_ccci-lock").into(),
+        "ccci-guard" => env!("CARGO_BIN_EXE_ccci-guard").into(),
         "ccci-rundir" => env!("CARGO_BIN_EXE_ccci-rundir").into(),
         "ccci-deploy" => env!("CARGO_BIN_EXE_ccci-deploy").into(),
         "ccci-janitor" => env!("CARGO_BIN_EXE_ccci-janitor").into(),
@@ -233,7 +234,7 @@ impl Drop for Background {
     }
 }
 
-/// `sh -c script` with `$0` set to ccci-lock's path, so scripts can call it as "$0".
+/// `sh -c script` with `$0` set to the tool's path, so scripts can call it as "$0".
 pub fn sh_with(tool: &str, script: &str) -> Command {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).arg(bin(tool));

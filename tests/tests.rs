@@ -2,6 +2,7 @@
 //! processes. One test binary, so the suite links once.
 
 mod deploy;
+mod guard;
 mod janitor;
 mod lock;
 mod rundir;

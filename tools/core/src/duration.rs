@@ -84,22 +84,33 @@ fn parse_number(s: &str) -> Option<f64> {
 /// A duration as the log lines show it: `3h10m`, `5m`, `3m12s`, `12s`, and under ten
 /// seconds with a tenth when it has one (`0.3s`), so a short wait does not read `0s`.
 pub fn format(d: Duration) -> String {
-    if d < Duration::from_secs(10) && d.subsec_millis() >= 50 {
-        return format!("{:.1}s", d.as_secs_f64());
+    Human(d).to_string()
+}
+
+/// [`format`] as a `Display`, for lines written without allocating (the guard logs one
+/// per signal it receives).
+#[derive(Clone, Copy, Debug)]
+pub struct Human(pub Duration);
+
+impl std::fmt::Display for Human {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        if d < Duration::from_secs(10) && d.subsec_millis() >= 50 {
+            return write!(f, "{:.1}s", d.as_secs_f64());
+        }
+        let total = d.as_secs() + u64::from(d.subsec_millis() >= 500);
+        let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+        if h > 0 {
+            write!(f, "{h}h")?;
+        }
+        if m > 0 {
+            write!(f, "{m}m")?;
+        }
+        if s > 0 || total == 0 {
+            write!(f, "{s}s")?;
+        }
+        Ok(())
     }
-    let total = d.as_secs() + u64::from(d.subsec_millis() >= 500);
-    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
 }
 
 /// A duration in whole seconds (`194s`), or with a tenth under ten seconds (`0.3s`), for

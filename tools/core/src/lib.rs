@@ -6,15 +6,18 @@
 //! other.
 
 pub mod applock;
+pub mod child;
 pub mod cli;
 pub mod convergence;
 pub mod deploy;
 pub mod docker;
 pub mod domain;
 pub mod duration;
+pub mod ending;
 pub mod env;
 pub mod exec;
 pub mod exit;
+pub mod guard_report;
 pub mod holder;
 pub mod janitor;
 pub mod janitor_report;
@@ -22,10 +25,12 @@ pub mod lockdir;
 pub mod lockstatus;
 pub mod proclocks;
 pub mod removal;
+
 pub mod rundir;
 pub mod rungc;
 pub mod runid;
 pub mod shareddir;
+pub mod supervise;
 pub mod swarm;
 pub mod teardown;
 pub mod timefmt;

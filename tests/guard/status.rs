@@ -1,0 +1,280 @@
+//! Exit statuses in guard.md's order, usage errors, exec errors, the report.
+
+use std::fs;
+
+use assert_cmd::Command as Assert;
+use predicates::prelude::*;
+
+use super::Run;
+
+fn assert(cmd: std::process::Command) -> Assert {
+    Assert::from_std(cmd)
+}
+
+#[test]
+fn every_exit_code_passes_through() {
+    let run = Run::new();
+    // One guard per code, all from one shell so the loop costs a few ms per code.
+    let out = run
+        .sh(concat!(
+            "i=0; while [ $i -le 255 ]; do \"$0\" -q -- sh -c \"exit $i\"; ",
+            "echo \"$i $?\"; i=$((i+1)); done"
+        ))
+        .output()
+        .unwrap();
+    let out = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 256, "{out}");
+    for line in lines {
+        let (sent, got) = line.split_once(' ').unwrap();
+        assert_eq!(sent, got, "exit {sent} came back as {got}");
+    }
+    run.assert_nothing_alive();
+}
+
+#[test]
+fn a_command_killed_by_a_signal_gives_128_plus_n() {
+    let run = Run::new();
+    for (signal, status) in [("TERM", 143), ("KILL", 137), ("USR1", 138), ("SEGV", 139)] {
+        let mut cmd = run.guard(&["--", "sh", "-c"]);
+        cmd.arg(format!("ulimit -c 0; kill -{signal} $$"));
+        assert(cmd)
+            .assert()
+            .code(status)
+            .stderr(predicate::str::contains(format!(
+                "'sh' exited with status {status}"
+            )));
+    }
+}
+
+#[test]
+fn a_deadline_gives_124_or_with_preserve_status_the_commands_own() {
+    let run = Run::new();
+    assert(run.guard(&["-d", "0.2", "--", "sleep", "10"]))
+        .assert()
+        .code(124)
+        .stderr(
+            predicate::str::is_match(
+                r"== guard: deadline 0\.2s reached — sending TERM to process group \d+ ==",
+            )
+            .unwrap(),
+        );
+    assert(run.guard(&["-d", "0.2", "--preserve-status", "--", "sleep", "10"]))
+        .assert()
+        .code(143);
+    assert(run.guard(&[
+        "-d",
+        "0.2",
+        "-s",
+        "USR1",
+        "--preserve-status",
+        "--",
+        "sleep",
+        "10",
+    ]))
+    .assert()
+    .code(138);
+    run.assert_nothing_alive();
+}
+
+#[test]
+fn a_command_that_ignores_term_is_killed_after_the_grace_period_137() {
+    let run = Run::new();
+    let report = run.path("report.json");
+    assert(run.guard(&[
+        "-d",
+        "0.2",
+        "-k",
+        "0.3",
+        "--report",
+        &report,
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 100",
+    ]))
+    .assert()
+    .code(137)
+    .stderr(predicate::str::contains(
+        "== guard: grace 0.3s over — sending KILL to 2 processes ==",
+    ));
+    // --preserve-status does not change it: the order puts 137 before 124.
+    assert(run.guard(&[
+        "-d",
+        "0.2",
+        "-k",
+        "0.3",
+        "--preserve-status",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 100",
+    ]))
+    .assert()
+    .code(137);
+    run.assert_nothing_alive();
+    let r: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["outcome"], "killed");
+    assert_eq!(r["exit_status"], 137);
+    assert_eq!(r["signal"], "KILL");
+    assert_eq!(r["termination"]["cause"], "deadline");
+}
+
+#[test]
+fn grace_and_deadline_come_from_the_environment_and_the_signal_from_s() {
+    let run = Run::new();
+    let mut cmd = run.guard(&["--", "sh", "-c", "trap '' TERM; sleep 100"]);
+    cmd.env("CCCI_DEADLINE", "0.2").env("CCCI_GRACE", "0.3");
+    assert(cmd)
+        .assert()
+        .code(137)
+        .stderr(predicate::str::contains("== guard: deadline 0.2s reached"))
+        .stderr(predicate::str::contains("== guard: grace 0.3s over"));
+    // A TERM-proof command ended at the deadline by `-s KILL`: the deadline, not the
+    // grace period, ended it, so 124.
+    assert(run.guard(&[
+        "-d",
+        "0.2",
+        "-s",
+        "KILL",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 100",
+    ]))
+    .assert()
+    .code(124)
+    .stderr(predicate::str::contains("sending KILL to process group"));
+    run.assert_nothing_alive();
+}
+
+#[test]
+fn a_deadline_lets_the_commands_term_cleanup_run_then_124() {
+    let run = Run::new();
+    let mark = run.path("cleaned");
+    let mut cmd = run.guard(&["-d", "0.2", "--", "sh", "-c"]);
+    cmd.arg(format!(
+        "trap 'sleep 0.5; echo cleaned > \"{mark}\"; exit 0' TERM; sleep 100 & wait"
+    ));
+    assert(cmd).assert().code(124);
+    assert_eq!(fs::read_to_string(&mark).unwrap(), "cleaned\n");
+    run.assert_nothing_alive();
+}
+
+#[test]
+fn missing_command_127_directory_126_bad_options_125() {
+    let run = Run::new();
+    assert(run.guard(&["--", "/nonexistent/ccci-test-cmd"]))
+        .assert()
+        .code(127)
+        .stderr(predicate::str::contains(
+            "ccci-guard: cannot run '/nonexistent/ccci-test-cmd': No such file or directory",
+        ));
+    assert(run.guard(&["--", "ccci-no-such-command-on-path"]))
+        .assert()
+        .code(127);
+    let dir = run.path("");
+    assert(run.guard(&["--", &dir]))
+        .assert()
+        .code(126)
+        .stderr(predicate::str::contains(format!("cannot run '{dir}'")));
+    for args in [
+        &["-d", "soon", "--", "true"][..],
+        &["--grace", "1x", "--", "true"],
+        &["--signal", "NOPE", "--", "true"],
+        &["--no-such-option", "--", "true"],
+        &["--"],
+        &[],
+    ] {
+        assert(run.guard(args))
+            .assert()
+            .code(125)
+            .stderr(predicate::str::starts_with("ccci-guard: "));
+    }
+    assert(run.guard(&["-d", "soon", "--", "true"]))
+        .assert()
+        .stderr(predicate::str::contains("invalid duration \"soon\""));
+    let mut env = run.guard(&["--", "true"]);
+    env.env("CCCI_DEADLINE", "whenever");
+    assert(env).assert().code(125);
+}
+
+#[test]
+fn logs_start_and_finish_lines_unless_quiet() {
+    let run = Run::new();
+    assert(run.guard(&["-d", "1h", "-k", "2m", "--", "sh", "-c", "exit 3"]))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::is_match(
+            r"^ccci-guard: running 'sh -c exit 3' as pid \d+ \(deadline 1h at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, grace 2m\)\nccci-guard: 'sh' exited with status 3 after \d",
+        )
+        .unwrap());
+    assert(run.guard(&["-d", "0", "--", "true"]))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("(no deadline, grace 5m)"));
+    assert(run.guard(&["-q", "--", "true"]))
+        .assert()
+        .success()
+        .stderr(predicate::str::is_empty());
+}
+
+#[test]
+fn the_report_is_written_atomically_after_everything_is_reaped() {
+    let run = Run::new();
+    fs::create_dir(run.sb.path("out")).unwrap();
+    let report = run.path("out/report.json");
+    let mut cmd = run.guard(&["-d", "0.3", "-k", "10s", "--", "sh", "-c"]);
+    cmd.arg("setsid sleep 100 & echo \"daemon $!\" >&2; sleep 100 & wait")
+        .env("CCCI_GUARD_REPORT", &report);
+    let out = assert(cmd).assert().code(124).get_output().stderr.clone();
+    let out = String::from_utf8(out).unwrap();
+    let daemon = out
+        .lines()
+        .find(|l| l.starts_with("daemon "))
+        .map(|l| super::number_after(l, "daemon"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let names = crate::support::list(&run.sb.path("out"));
+    assert_eq!(names, ["report.json"], "a temp file was left behind");
+    let r: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["version"], 1);
+    assert_eq!(r["command"][0], "sh");
+    assert_eq!(r["outcome"], "deadline");
+    assert_eq!(r["exit_status"], 124);
+    assert_eq!(r["code"], serde_json::Value::Null);
+    assert_eq!(r["signal"], "TERM");
+    assert_eq!(r["deadline_ms"], 300);
+    assert_eq!(r["grace_ms"], 10_000);
+    assert_eq!(r["termination"]["cause"], "deadline");
+    assert_eq!(r["termination"]["signal"], "TERM");
+    assert!(r["termination"]["at_ms"].as_u64().unwrap() >= 300);
+    assert!(r["duration_ms"].as_u64().unwrap() >= 300);
+    assert!(r["started_at"].as_str().unwrap().ends_with('Z'));
+    // The setsid'd sleep was no member of the group: the sweep ended it. (The group's
+    // own sleep may be listed too, when it was still dying of the deadline's TERM.)
+    let leftovers = r["leftovers"].as_array().unwrap();
+    let swept = leftovers
+        .iter()
+        .find(|l| l["pid"] == daemon)
+        .unwrap_or_else(|| panic!("{daemon} not among the leftovers: {r}"));
+    assert_eq!(swept["comm"], "sleep");
+    assert_eq!(swept["signal"], "TERM");
+    run.assert_nothing_alive();
+}
+
+#[test]
+fn help_has_exit_status_and_environment_sections() {
+    let run = Run::new();
+    assert(run.guard(&["--help"]))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("EXIT STATUS"))
+        .stdout(predicate::str::contains("ENVIRONMENT"))
+        .stdout(predicate::str::contains("CCCI_DEADLINE"))
+        .stdout(predicate::str::contains("CCCI_GUARD_REPORT"))
+        .stdout(predicate::str::contains("124"));
+    assert(run.guard(&["--version"]))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(env!("CARGO_PKG_VERSION")));
+}

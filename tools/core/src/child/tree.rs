@@ -1,0 +1,249 @@
+//! Finding the guard's descendants, and signalling one of them without hitting a
+//! recycled pid.
+//!
+//! Cost: the guard is a child subreaper, so every orphan of the command's tree is
+//! reparented to it, and the descendants are exactly the processes reachable through
+//! `/proc/<pid>/task/<tid>/children` (proc(5), `CONFIG_PROC_CHILDREN`) starting from the
+//! guard. Walking that is O(descendants) — with no leftovers it is one read of one
+//! empty file — where a scan of every `/proc/<pid>/stat` would cost O(processes on the
+//! host) on every run. The scan is kept only as a fallback for kernels without the
+//! children files.
+//!
+//! Identity: a pid read from /proc can be reaped and reused before we signal it. So each
+//! process is pinned with `pidfd_open(2)` and then checked against the start time
+//! (field 22 of `/proc/<pid>/stat`) read during the walk: if they agree, the pidfd refers
+//! to the process we found, and `pidfd_send_signal(2)` can only ever reach it. Where the
+//! kernel has no pidfds (before 5.3), `kill(2)` is the fallback. ESRCH is "already gone",
+//! never an error.
+
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// What `/proc/<pid>/stat` says about a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub start_time: u64,
+}
+
+impl Stat {
+    pub fn read(pid: i32) -> Option<Stat> {
+        Stat::parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// `pid (comm) state ppid pgrp ... starttime(22) ...`; comm may hold spaces and
+    /// parentheses, so it ends at the *last* `)`.
+    pub fn parse(line: &str) -> Option<Stat> {
+        let open = line.find('(')?;
+        let close = line.rfind(')')?;
+        let pid = line[..open].trim().parse().ok()?;
+        let comm = line.get(open + 1..close)?.to_owned();
+        let mut rest = line.get(close + 1..)?.split_whitespace();
+        let state = rest.next()?.chars().next()?;
+        let ppid = rest.next()?.parse().ok()?;
+        let pgid = rest.next()?.parse().ok()?;
+        // Fields 6..=21 lie between pgrp (5) and starttime (22).
+        let start_time = rest.nth(16)?.parse().ok()?;
+        Some(Stat {
+            pid,
+            comm,
+            state,
+            ppid,
+            pgid,
+            start_time,
+        })
+    }
+
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// Every live (non-zombie) descendant of `root`, parents before their children.
+pub fn descendants(root: Pid) -> Vec<Stat> {
+    if fs::metadata(children_file(root.as_raw(), root.as_raw())).is_ok() {
+        walk_children(root.as_raw())
+    } else {
+        scan_all(root.as_raw())
+    }
+}
+
+fn children_file(pid: i32, tid: i32) -> String {
+    format!("/proc/{pid}/task/{tid}/children")
+}
+
+fn walk_children(root: i32) -> Vec<Stat> {
+    let mut found: Vec<Stat> = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let Ok(list) = fs::read_to_string(children_file(parent, tid)) else {
+                continue;
+            };
+            for pid in list.split_whitespace().filter_map(|p| p.parse().ok()) {
+                if found.iter().any(|s| s.pid == pid) {
+                    continue;
+                }
+                if let Some(stat) = Stat::read(pid).filter(|s| !s.is_zombie()) {
+                    parents.push(pid);
+                    found.push(stat);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The fallback: every process on the host, then the parent chains that lead to `root`.
+fn scan_all(root: i32) -> Vec<Stat> {
+    let all: Vec<Stat> = fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter_map(Stat::read)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found: Vec<Stat> = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for s in all.iter().filter(|s| s.ppid == parent && !s.is_zombie()) {
+            parents.push(s.pid);
+            found.push(s.clone());
+        }
+    }
+    found
+}
+
+/// A process pinned for signalling: by a pidfd where the kernel has them.
+#[derive(Debug)]
+pub struct Pinned {
+    pub stat: Stat,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Pinned {
+    /// Pin `stat`'s process; `None` when it is already gone or the pid now names another
+    /// process.
+    pub fn pin(stat: Stat) -> Option<Pinned> {
+        let pidfd = match pidfd_open(stat.pid) {
+            Ok(fd) => Some(fd),
+            Err(Errno::ENOSYS) => None,
+            Err(_) => return None,
+        };
+        // Checked after pinning: if the start time still matches, the pidfd is this one.
+        let now = Stat::read(stat.pid)?;
+        (now.start_time == stat.start_time && !now.is_zombie()).then_some(Pinned { stat, pidfd })
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.stat.pid)
+    }
+
+    /// The pidfd, for poll(2): it becomes readable when the process has exited.
+    pub fn pidfd(&self) -> Option<&OwnedFd> {
+        self.pidfd.as_ref()
+    }
+
+    /// Send `signal`; `false` when the process was already gone.
+    pub fn signal(&self, signal: Signal) -> bool {
+        let result = match &self.pidfd {
+            Some(fd) => pidfd_send_signal(fd, signal),
+            None => kill(self.pid(), signal),
+        };
+        result.is_ok()
+    }
+
+    /// Has it exited (or been replaced by another process under the same pid)?
+    pub fn is_gone(&self) -> bool {
+        self.current().is_none()
+    }
+
+    /// What `/proc` says about it now; `None` once it has exited (or the pid names
+    /// another process).
+    pub fn current(&self) -> Option<Stat> {
+        Stat::read(self.stat.pid)
+            .filter(|now| now.start_time == self.stat.start_time && !now.is_zombie())
+    }
+}
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a fresh descriptor, owned by nobody else (pidfds are close-on-exec).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn pidfd_send_signal(fd: &OwnedFd, signal: Signal) -> Result<(), Errno> {
+    // SAFETY: pidfd_send_signal(2) with a null siginfo behaves like kill(2).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal as i32,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_names() {
+        let line =
+            "4301 (ssh (mux) x) S 4242 4301 4301 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 2 3";
+        let s = Stat::parse(line).unwrap();
+        assert_eq!(s.pid, 4301);
+        assert_eq!(s.comm, "ssh (mux) x");
+        assert_eq!((s.state, s.ppid, s.pgid), ('S', 4242, 4301));
+        assert_eq!(s.start_time, 98765);
+        assert_eq!(Stat::parse("garbage"), None);
+    }
+
+    #[test]
+    fn finds_a_live_child_and_pins_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let me = nix::unistd::getpid();
+        let walked = descendants(me);
+        let scanned = scan_all(me.as_raw());
+        assert!(
+            scanned.iter().any(|s| s.pid == child.id() as i32),
+            "the fallback scan"
+        );
+        let stat = walked
+            .into_iter()
+            .find(|s| s.pid == child.id() as i32)
+            .expect("the child is a descendant");
+        assert_eq!(stat.comm, "sleep");
+        let pinned = Pinned::pin(stat).expect("pinned");
+        assert!(!pinned.is_gone());
+        assert!(pinned.signal(Signal::SIGKILL));
+        child.wait().unwrap();
+        assert!(pinned.is_gone());
+    }
+}

@@ -1,0 +1,341 @@
+//! The guard's event loop: one command, a deadline, a grace period, and nothing left
+//! behind.
+//!
+//! Single-threaded, and it waits in exactly one place: `poll(2)` on a `signalfd(2)`
+//! (plus, during the final sweep, the leftovers' pidfds), with the next timer — the
+//! deadline or the end of the grace period — as the timeout. Every signal the guard acts
+//! on is blocked (`pthread_sigmask(3)`) *before* the command is forked, so a TERM or a
+//! SIGCHLD that arrives during start-up waits in the signalfd instead of being lost or
+//! killing the guard; reading a signal fills a `signalfd_siginfo` on the stack, so
+//! nothing is allocated per signal.
+//!
+//! Signals the caller ignored (`nohup`'s HUP, a background job's INT and QUIT) are left
+//! ignored rather than blocked: the guard does not act on what its caller asked it to
+//! ignore. TERM is the exception — it is also the guard's own parent-death signal.
+//! SIGPIPE is blocked so that a log line written to a closed stderr fails with EPIPE
+//! instead of killing the guard mid-teardown. A caller that ignored SIGCHLD would make
+//! the kernel reap our children behind our back (`waitpid(2)`, NOTES), so SIGCHLD goes
+//! back to its default in the guard — and back to ignored in the command.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigHandler, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{Pid, getpid, getppid};
+
+use crate::child::{self, Inherited, Leftover, SpawnError, Sweep, signal_group, signal_name};
+use crate::duration::{Human, format as human};
+pub use crate::ending::{Cause, Ending, Termination};
+use crate::timefmt;
+
+pub const TOOL: &str = "ccci-guard";
+
+/// What to run and how long it may take.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub command: Vec<OsString>,
+    /// `None`: no deadline.
+    pub deadline: Option<Duration>,
+    pub grace: Duration,
+    pub deadline_signal: Signal,
+    pub parent_death: bool,
+    pub quiet: bool,
+}
+
+/// A log line on stderr, in one write(2) so that it never interleaves with the
+/// command's output on the same pipe, formatted on the stack (no allocation for a line
+/// logged per signal), and never panicking: stderr may be a closed pipe by the time the
+/// guard tears down (SIGPIPE is blocked, so the write just fails).
+pub fn say(line: std::fmt::Arguments<'_>) {
+    let mut buf = [0u8; 1024];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let whole = if writeln!(cursor, "{line}").is_ok() {
+        let len = cursor.position() as usize;
+        std::borrow::Cow::Borrowed(&buf[..len])
+    } else {
+        std::borrow::Cow::Owned(format!("{line}\n").into_bytes())
+    };
+    let _ = std::io::stderr().write_all(&whole);
+}
+
+const REQUESTS: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
+];
+
+/// Run the plan to the end: spawn, supervise, sweep, reap. `Err` only when the command
+/// could not be started.
+pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
+    let inherited = Inherited::record();
+    let mut watched = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGCHLD, Signal::SIGPIPE] {
+        watched.add(signal);
+    }
+    for signal in REQUESTS.into_iter().chain(FORWARDED) {
+        if !inherited.ignores(signal) {
+            watched.add(signal);
+        }
+    }
+    let setup = |what, errno| SpawnError::Setup {
+        program: TOOL.into(),
+        what,
+        errno,
+    };
+    watched
+        .thread_block()
+        .map_err(|e| setup("blocking signals", e))?;
+    if inherited.ignores(Signal::SIGCHLD) {
+        // SAFETY: SIG_DFL installs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
+    }
+    let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| setup("signalfd", e))?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("PR_SET_CHILD_SUBREAPER", e))?;
+    let mut orphaned = false;
+    if plan.parent_death {
+        let parent = getppid();
+        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+            .map_err(|e| setup("PR_SET_PDEATHSIG", e))?;
+        // The parent may have died before the signal was armed: then none will come.
+        orphaned = getppid() != parent;
+    }
+
+    let pid = child::spawn(&plan.command, &inherited)?;
+    let start = Instant::now();
+    let started_at = timefmt::now_millis();
+    if !plan.quiet {
+        let deadline = match plan.deadline {
+            Some(d) => format!("deadline {} at {}", human(d), timefmt::seconds_from_now(d)),
+            None => "no deadline".to_owned(),
+        };
+        say(format_args!(
+            "{TOOL}: running '{}' as pid {pid} ({deadline}, grace {})",
+            joined(&plan.command),
+            human(plan.grace)
+        ));
+    }
+    let mut run = Run {
+        plan,
+        pid,
+        start,
+        termination: None,
+        grace_end: None,
+        kill_sent: false,
+    };
+    if orphaned {
+        run.request(Signal::SIGTERM);
+    }
+    let status = run.until_the_command_exits(&signals);
+    let ran_for = start.elapsed();
+    // Decided before the sweep: a KILL the sweep sends to leftovers says nothing about
+    // how the command died.
+    let killed = run.kill_sent && matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _));
+    let leftovers = run.sweep(&signals);
+    Ok(Ending {
+        pid,
+        started_at,
+        ran_for,
+        killed,
+        status,
+        termination: run.termination,
+        leftovers,
+    })
+}
+
+struct Run<'a> {
+    plan: &'a Plan,
+    pid: Pid,
+    start: Instant,
+    termination: Option<Termination>,
+    grace_end: Option<Instant>,
+    kill_sent: bool,
+}
+
+impl Run<'_> {
+    fn until_the_command_exits(&mut self, signals: &SignalFd) -> WaitStatus {
+        let deadline = self.plan.deadline.map(|d| self.start + d);
+        loop {
+            if let Some(status) = child::reap(self.pid).watched {
+                return status;
+            }
+            let now = Instant::now();
+            if self.termination.is_none() && deadline.is_some_and(|d| now >= d) {
+                self.deadline_reached();
+            }
+            if !self.kill_sent && self.grace_end.is_some_and(|end| now >= end) {
+                self.grace_over();
+            }
+            let next = match (self.termination, self.kill_sent) {
+                (None, _) => deadline,
+                (Some(_), false) => self.grace_end,
+                (Some(_), true) => None,
+            };
+            let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            wait(&mut fds, next.map(|t| t.saturating_duration_since(now)));
+            self.drain(signals, false);
+        }
+    }
+
+    fn deadline_reached(&mut self) {
+        let signal = self.plan.deadline_signal;
+        say(format_args!(
+            "== guard: deadline {} reached — sending {} to process group {} ==",
+            human(self.plan.deadline.unwrap_or_default()),
+            signal_name(signal),
+            self.pid
+        ));
+        signal_group(self.pid, signal);
+        signal_group(self.pid, Signal::SIGCONT);
+        self.terminating(Cause::Deadline, signal);
+    }
+
+    fn terminating(&mut self, cause: Cause, signal: Signal) {
+        self.termination = Some(Termination {
+            cause,
+            signal,
+            at: self.start.elapsed(),
+        });
+        self.grace_end = Some(Instant::now() + self.plan.grace);
+    }
+
+    fn grace_over(&mut self) {
+        let count = child::tree::descendants(getpid()).len();
+        say(format_args!(
+            "== guard: grace {} over — sending KILL to {count} process{} ==",
+            human(self.plan.grace),
+            if count == 1 { "" } else { "es" }
+        ));
+        self.kill_sent = true;
+        signal_group(self.pid, Signal::SIGKILL);
+        Sweep::new(getpid(), Signal::SIGKILL).step();
+    }
+
+    /// A termination request (TERM, INT, HUP, QUIT to the guard): the first is forwarded
+    /// and starts the grace clock; later ones are only logged, so that a second TERM
+    /// cannot cut the command's own cleanup short.
+    fn request(&mut self, signal: Signal) {
+        if self.termination.is_none() {
+            signal_group(self.pid, signal);
+            self.terminating(Cause::Signal, signal);
+        } else {
+            self.already_terminating();
+        }
+    }
+
+    fn already_terminating(&self) {
+        match self.grace_end {
+            Some(end) if !self.kill_sent => say(format_args!(
+                "{TOOL}: already terminating; KILL in {}",
+                Human(end.saturating_duration_since(Instant::now()))
+            )),
+            _ => say(format_args!("{TOOL}: already terminating")),
+        }
+    }
+
+    /// Act on every signal waiting in the signalfd. `swept`: the command is gone, so a
+    /// request only shortens nothing and forwarding has no one to reach.
+    fn drain(&mut self, signals: &SignalFd, swept: bool) {
+        while let Ok(Some(info)) = signals.read_signal() {
+            let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            match signal {
+                Signal::SIGCHLD | Signal::SIGPIPE => {}
+                s if REQUESTS.contains(&s) && swept => self.already_terminating(),
+                s if REQUESTS.contains(&s) => self.request(s),
+                s => {
+                    signal_group(self.pid, s);
+                }
+            }
+        }
+    }
+
+    /// The command has exited: end every descendant still alive (TERM, grace, KILL),
+    /// reap everything, and return what had to be ended.
+    fn sweep(&mut self, signals: &SignalFd) -> Vec<Leftover> {
+        let first = if self.kill_sent {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
+        let mut sweep = Sweep::new(getpid(), first);
+        let grace_end = Instant::now() + self.plan.grace;
+        self.grace_end = Some(grace_end);
+        loop {
+            let children_left = child::reap(self.pid).children_left;
+            let alive = sweep.step();
+            if alive == 0 && !children_left {
+                return sweep.ended;
+            }
+            let now = Instant::now();
+            if !sweep.is_killing() && now >= grace_end {
+                say(format_args!(
+                    "== guard: grace {} over — sending KILL to {alive} process{} ==",
+                    human(self.plan.grace),
+                    if alive == 1 { "" } else { "es" }
+                ));
+                self.kill_sent = true;
+                sweep.escalate();
+            }
+            let mut fds: Vec<PollFd<'_>> = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            let mut blind = alive == 0;
+            for fd in sweep.pidfds() {
+                match fd {
+                    Some(fd) => fds.push(PollFd::new(fd, PollFlags::POLLIN)),
+                    None => blind = true,
+                }
+            }
+            let mut timeout =
+                (!sweep.is_killing()).then(|| grace_end.saturating_duration_since(now));
+            if !sweep.is_killing() && alive > 0 {
+                // Look again soon for a process that swallowed its TERM before exec.
+                timeout = timeout.map(|t| t.min(LOOK_AGAIN));
+            }
+            if blind {
+                // Something we cannot poll for: a process without a pidfd, or a child
+                // not yet seen by the walk. Look again soon.
+                timeout = Some(timeout.map_or(POLL_AGAIN, |t| t.min(POLL_AGAIN)));
+            }
+            wait(&mut fds, timeout);
+            self.drain(signals, true);
+        }
+    }
+}
+
+/// How soon the sweep looks again when it has nothing to poll on.
+const POLL_AGAIN: Duration = Duration::from_millis(10);
+/// How often the sweep looks for leftovers that exec'd after their TERM (see
+/// `child::sweep`).
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
+
+/// The one place the guard waits.
+fn wait(fds: &mut [PollFd<'_>], timeout: Option<Duration>) {
+    let timeout = match timeout {
+        // Rounded up, so a timer less than a millisecond away does not spin.
+        Some(t) => PollTimeout::try_from(t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX),
+        None => PollTimeout::NONE,
+    };
+    let _ = poll(fds, timeout);
+}
+
+fn joined(command: &[OsString]) -> String {
+    command
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
