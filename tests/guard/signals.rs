@@ -258,3 +258,53 @@ fn hup_int_and_quit_are_termination_requests_too() {
     }
     run.assert_nothing_alive();
 }
+
+#[test]
+fn a_command_killed_by_a_real_time_signal_is_128_plus_n_not_a_hang() {
+    let run = Run::new();
+    let out = crate::support::output_within(run.guard(&["-q", "--", "sh", "-c", "kill -s 34 $$"]));
+    assert_eq!(out.status.code(), Some(128 + 34));
+    run.assert_nothing_alive();
+}
+
+#[test]
+fn a_forwarded_term_wakes_a_stopped_command_so_its_cleanup_runs() {
+    let run = Run::new();
+    let script = "trap 'echo cleanup-ran >&2; exit 0' TERM; echo stopping >&2; kill -STOP $$";
+    let mut guard = Background::spawn(run.guard(&["-q", "-k", "20", "--", "sh", "-c", script]));
+    guard.wait_for("stopping");
+    // Wait until the command is really stopped (state T in /proc), then TERM the guard.
+    let end = Instant::now() + PATIENCE;
+    let child = loop {
+        let stopped = fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            (super::ppid(pid)? == guard.pid() as i32 && super::comm_and_state(pid)?.1 == 'T')
+                .then_some(pid)
+        });
+        if let Some(pid) = stopped {
+            break pid;
+        }
+        assert!(Instant::now() < end, "the command never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    term(guard.pid());
+    guard.wait_for("cleanup-ran");
+    let (status, lines) = guard.finish();
+    assert_eq!(status.code(), Some(0), "{lines:?} (pid {child})");
+    run.assert_nothing_alive();
+}
+
+#[test]
+fn alrm_and_tstp_neither_kill_nor_stop_the_guard() {
+    let run = Run::new();
+    let gate = run.sb.fifo("gate");
+    let script = format!("echo ready >&2; read x < '{}'; exit 7", gate.path.display());
+    let mut guard = Background::spawn(run.guard(&["-q", "--", "sh", "-c", &script]));
+    guard.wait_for("ready");
+    for s in [Signal::SIGALRM, Signal::SIGTSTP, Signal::SIGVTALRM] {
+        kill(Pid::from_raw(guard.pid() as i32), s).unwrap();
+    }
+    gate.release();
+    let (status, lines) = guard.finish();
+    assert_eq!(status.code(), Some(7), "{lines:?}");
+}

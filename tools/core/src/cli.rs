@@ -104,6 +104,23 @@ macro_rules! diag {
     };
 }
 
+static PARENT_AT_START: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Remember the parent pid as the very first thing a wrapper does (see
+/// [`parent_at_start`]).
+pub fn record_parent() {
+    let ppid = nix::unistd::getppid().as_raw();
+    PARENT_AT_START.store(ppid, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The parent pid when the process started, if recorded: a supervisor that arms its
+/// parent-death signal later compares against this, so a parent that died during
+/// start-up is noticed.
+pub fn parent_at_start() -> Option<nix::unistd::Pid> {
+    let ppid = PARENT_AT_START.load(std::sync::atomic::Ordering::Relaxed);
+    (ppid > 0).then(|| nix::unistd::Pid::from_raw(ppid))
+}
+
 /// Make sure descriptors 0–2 are open (on /dev/null if the caller closed them), as
 /// Rust's usual start-up does and a C `main` does not: otherwise the lockfile we open
 /// next would get number 0, 1 or 2, and the command's first `2>/dev/null` would close
@@ -137,6 +154,7 @@ macro_rules! wrapper_main {
             _argc: ::std::ffi::c_int,
             _argv: *const *const ::std::ffi::c_char,
         ) -> ::std::ffi::c_int {
+            $crate::cli::record_parent();
             $crate::cli::open_standard_fds();
             // A bug must still end as "the tool failed" (125), never as a status that
             // reads like the command's (an abort would look like 134 = SIGABRT).

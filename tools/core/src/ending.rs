@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use crate::child::Ended;
 use nix::sys::signal::Signal;
-use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::child::Leftover;
@@ -37,7 +37,7 @@ pub struct Ending {
     pub started_at: String,
     pub ran_for: Duration,
     /// `Exited(code)` or `Signaled(signal)`.
-    pub status: WaitStatus,
+    pub status: Ended,
     pub termination: Option<Termination>,
     /// The grace period ran out and the command died of the guard's SIGKILL.
     pub killed: bool,
@@ -48,9 +48,8 @@ impl Ending {
     /// The command's status as a shell shows it: the code, or 128+N.
     pub fn command_status(&self) -> i32 {
         match self.status {
-            WaitStatus::Exited(_, code) => code,
-            WaitStatus::Signaled(_, signal, _) => signal_status(signal as i32),
-            _ => Exit::ToolFailed.code(),
+            Ended::Exited(code) => code,
+            Ended::Signaled(signo) => signal_status(signo),
         }
     }
 
@@ -74,7 +73,7 @@ impl Ending {
             (true, _, _) => "killed",
             (_, Some(Cause::Deadline), _) => "deadline",
             (_, Some(Cause::Signal), _) => "terminated",
-            (_, None, WaitStatus::Signaled(..)) => "signaled",
+            (_, None, Ended::Signaled(_)) => "signaled",
             _ => "exited",
         }
     }
@@ -84,7 +83,7 @@ impl Ending {
 mod tests {
     use super::*;
 
-    fn ending(status: WaitStatus, cause: Option<Cause>, killed: bool) -> Ending {
+    fn ending(status: Ended, cause: Option<Cause>, killed: bool) -> Ending {
         Ending {
             pid: Pid::from_raw(42),
             started_at: String::new(),
@@ -103,8 +102,9 @@ mod tests {
     #[test]
     fn exit_status_follows_the_documented_order() {
         let pid = Pid::from_raw(42);
-        let exited = |c| WaitStatus::Exited(pid, c);
-        let signaled = |s| WaitStatus::Signaled(pid, s, false);
+        let _ = pid;
+        let exited = Ended::Exited;
+        let signaled = |s: Signal| Ended::Signaled(s as i32);
         let kill = signaled(Signal::SIGKILL);
         // (status, cause, killed) → (status, with --preserve-status, outcome)
         let cases = [
@@ -132,6 +132,7 @@ mod tests {
             (signaled(Signal::SIGSEGV), None, false, 139, 139, "signaled"),
             (exited(0), None, false, 0, 0, "exited"),
             (exited(255), None, false, 255, 255, "exited"),
+            (Ended::Signaled(34), None, false, 162, 162, "signaled"),
         ];
         for (status, cause, killed, plain, preserved, outcome) in cases {
             let e = ending(status, cause, killed);

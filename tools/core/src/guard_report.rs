@@ -8,10 +8,10 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use nix::sys::wait::WaitStatus;
+use crate::child::Ended;
 use serde::Serialize;
 
-use crate::child::signal_name;
+use crate::child::{signal_name, signo_name};
 use crate::ending::{Cause, Ending};
 
 #[derive(Debug, Serialize)]
@@ -23,7 +23,7 @@ pub struct Report {
     pub duration_ms: u64,
     pub outcome: &'static str,
     pub code: Option<i32>,
-    pub signal: Option<&'static str>,
+    pub signal: Option<String>,
     pub exit_status: i32,
     /// 0: no deadline.
     pub deadline_ms: u64,
@@ -55,9 +55,8 @@ impl Report {
         grace: std::time::Duration,
     ) -> Report {
         let (code, signal) = match ending.status {
-            WaitStatus::Exited(_, code) => (Some(code), None),
-            WaitStatus::Signaled(_, s, _) => (None, Some(signal_name(s))),
-            _ => (None, None),
+            Ended::Exited(code) => (Some(code), None),
+            Ended::Signaled(signo) => (None, Some(signo_name(signo))),
         };
         Report {
             version: 1,
@@ -103,21 +102,21 @@ impl Report {
         let name = path.file_name().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")
         })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp.{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let written = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            serde_json::to_writer(&mut f, self)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, path)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(name);
+        // A fresh name, created O_EXCL: never written through a planted symlink.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        serde_json::to_writer(&mut tmp, self)?;
+        tmp.write_all(b"\n")?;
+        tmp.as_file().sync_all()?;
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
     }
 }
 
@@ -135,7 +134,7 @@ mod tests {
             pid: Pid::from_raw(4242),
             started_at: "2026-06-10T04:04:00.123Z".into(),
             ran_for: Duration::from_millis(192_034),
-            status: WaitStatus::Signaled(Pid::from_raw(4242), Signal::SIGTERM, false),
+            status: Ended::Signaled(Signal::SIGTERM as i32),
             termination: Some(Termination {
                 cause: Cause::Deadline,
                 signal: Signal::SIGTERM,

@@ -22,10 +22,10 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use crate::child::Ended;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::WaitStatus;
 use nix::unistd::{Pid, getpid, getppid};
 
 use crate::child::{self, Inherited, Leftover, SpawnError, Sweep, signal_group, signal_name};
@@ -89,6 +89,28 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
             watched.add(signal);
         }
     }
+    // Every other asynchronous signal too, so none can kill or stop the guard and leave
+    // the command unsupervised (ALRM, TSTP, VTALRM, ...): they are read and dropped. Not
+    // the synchronous ones (a real fault must not be blocked) nor those the caller
+    // ignored (blocked, they would queue instead of vanishing).
+    for signal in Signal::iterator() {
+        let synchronous = matches!(
+            signal,
+            Signal::SIGSEGV
+                | Signal::SIGBUS
+                | Signal::SIGFPE
+                | Signal::SIGILL
+                | Signal::SIGTRAP
+                | Signal::SIGSYS
+        );
+        if !synchronous
+            && !inherited.ignores(signal)
+            && signal != Signal::SIGKILL
+            && signal != Signal::SIGSTOP
+        {
+            watched.add(signal);
+        }
+    }
     let setup = |what, errno| SpawnError::Setup {
         program: TOOL.into(),
         what,
@@ -106,7 +128,9 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("PR_SET_CHILD_SUBREAPER", e))?;
     let mut orphaned = false;
     if plan.parent_death {
-        let parent = getppid();
+        // The parent as the process started, before argument parsing and set-up: a
+        // parent that died in between would otherwise go unnoticed.
+        let parent = crate::cli::parent_at_start().unwrap_or_else(getppid);
         nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
             .map_err(|e| setup("PR_SET_PDEATHSIG", e))?;
         // The parent may have died before the signal was armed: then none will come.
@@ -142,7 +166,7 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
     let ran_for = start.elapsed();
     // Decided before the sweep: a KILL the sweep sends to leftovers says nothing about
     // how the command died.
-    let killed = run.kill_sent && matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _));
+    let killed = run.kill_sent && status == Ended::Signaled(Signal::SIGKILL as i32);
     let leftovers = run.sweep(&signals);
     Ok(Ending {
         pid,
@@ -165,7 +189,7 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn until_the_command_exits(&mut self, signals: &SignalFd) -> WaitStatus {
+    fn until_the_command_exits(&mut self, signals: &SignalFd) -> Ended {
         let deadline = self.plan.deadline.map(|d| self.start + d);
         loop {
             if let Some(status) = child::reap(self.pid).watched {
@@ -191,15 +215,17 @@ impl Run<'_> {
 
     fn deadline_reached(&mut self) {
         let signal = self.plan.deadline_signal;
+        // Signal first, log after: a log line can block on a full stderr pipe, and the
+        // deadline must not wait for whoever reads the log.
+        signal_group(self.pid, signal);
+        signal_group(self.pid, Signal::SIGCONT);
+        self.terminating(Cause::Deadline, signal);
         say(format_args!(
             "== guard: deadline {} reached — sending {} to process group {} ==",
             human(self.plan.deadline.unwrap_or_default()),
             signal_name(signal),
             self.pid
         ));
-        signal_group(self.pid, signal);
-        signal_group(self.pid, Signal::SIGCONT);
-        self.terminating(Cause::Deadline, signal);
     }
 
     fn terminating(&mut self, cause: Cause, signal: Signal) {
@@ -213,14 +239,14 @@ impl Run<'_> {
 
     fn grace_over(&mut self) {
         let count = child::tree::descendants(getpid()).len();
+        self.kill_sent = true;
+        signal_group(self.pid, Signal::SIGKILL);
+        Sweep::new(getpid(), Signal::SIGKILL).step();
         say(format_args!(
             "== guard: grace {} over — sending KILL to {count} process{} ==",
             human(self.plan.grace),
             if count == 1 { "" } else { "es" }
         ));
-        self.kill_sent = true;
-        signal_group(self.pid, Signal::SIGKILL);
-        Sweep::new(getpid(), Signal::SIGKILL).step();
     }
 
     /// A termination request (TERM, INT, HUP, QUIT to the guard): the first is forwarded
@@ -229,6 +255,8 @@ impl Run<'_> {
     fn request(&mut self, signal: Signal) {
         if self.termination.is_none() {
             signal_group(self.pid, signal);
+            // A stopped command would never run its cleanup: wake it, as the deadline does.
+            signal_group(self.pid, Signal::SIGCONT);
             self.terminating(Cause::Signal, signal);
         } else {
             self.already_terminating();
@@ -256,9 +284,11 @@ impl Run<'_> {
                 Signal::SIGCHLD | Signal::SIGPIPE => {}
                 s if REQUESTS.contains(&s) && swept => self.already_terminating(),
                 s if REQUESTS.contains(&s) => self.request(s),
-                s => {
+                s if FORWARDED.contains(&s) => {
                     signal_group(self.pid, s);
                 }
+                // Blocked only so they cannot kill or stop the guard (ALRM, TSTP, ...).
+                _ => {}
             }
         }
     }

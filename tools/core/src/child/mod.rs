@@ -23,7 +23,6 @@ pub use sweep::{Leftover, Sweep};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 /// Send `signal` to process group `pgid`; `false` when the group no longer exists.
@@ -37,35 +36,63 @@ pub fn signal_group(pgid: Pid, signal: Signal) -> bool {
     }
 }
 
+/// How a child ended: its exit code, or the number of the signal that killed it (any
+/// number: nix's `WaitStatus` cannot hold a real-time signal, and a command killed by one
+/// must still be reported, not lost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(i32),
+}
+
 /// What one round of reaping found.
 #[derive(Debug, Default)]
 pub struct Reaped {
     /// How `watched` ended, if it was among those collected.
-    pub watched: Option<WaitStatus>,
+    pub watched: Option<Ended>,
     /// Whether the guard still has children (alive, or exited since this call).
     pub children_left: bool,
 }
 
 /// Collect every child that has exited (the command, and orphans reparented to the
 /// subreaper), without blocking.
+///
+/// At most [`REAP_BATCH`] per call: a tree that forks and exits faster than we reap would
+/// otherwise keep us here, and the deadline, signals and the sweep would wait. The
+/// caller's loop comes back for the rest.
 pub fn reap(watched: Pid) -> Reaped {
     let mut reaped = Reaped::default();
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {
+    for _ in 0..REAP_BATCH {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our local; WNOHANG never blocks.
+        let pid = unsafe { nix::libc::waitpid(-1, &mut status, nix::libc::WNOHANG) };
+        match pid {
+            0 => {
                 reaped.children_left = true;
                 return reaped;
             }
-            Ok(status) => {
-                if status.pid() == Some(watched) {
-                    reaped.watched = Some(status);
+            -1 if Errno::last() == Errno::EINTR => {}
+            -1 => return reaped, // ECHILD: nobody left
+            pid => {
+                let ended = if nix::libc::WIFEXITED(status) {
+                    Ended::Exited(nix::libc::WEXITSTATUS(status))
+                } else if nix::libc::WIFSIGNALED(status) {
+                    Ended::Signaled(nix::libc::WTERMSIG(status))
+                } else {
+                    continue;
+                };
+                if pid == watched.as_raw() {
+                    reaped.watched = Some(ended);
                 }
             }
-            Err(Errno::EINTR) => {}
-            Err(_) => return reaped,
         }
     }
+    reaped.children_left = true;
+    reaped
 }
+
+/// How many children one call of [`reap`] collects at most.
+pub const REAP_BATCH: usize = 64;
 
 /// Name of a signal as the logs and the report write it: `TERM`, not `SIGTERM`.
 pub fn signal_name(signal: Signal) -> &'static str {

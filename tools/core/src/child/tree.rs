@@ -63,9 +63,16 @@ impl Stat {
         })
     }
 
+    /// Dead and waiting to be reaped. The main thread shows `Z` as soon as *it* has
+    /// exited, even while other threads of the process still run: such a process is
+    /// alive, and must still be swept.
     pub fn is_zombie(&self) -> bool {
-        matches!(self.state, 'Z' | 'X')
+        matches!(self.state, 'Z' | 'X') && !other_threads_alive(self.pid)
     }
+}
+
+fn other_threads_alive(pid: i32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
 }
 
 /// Every live (non-zombie) descendant of `root`, parents before their children.
