@@ -302,7 +302,12 @@ impl Run<'_> {
             Signal::SIGTERM
         };
         let mut sweep = Sweep::new(getpid(), first);
-        let grace_end = Instant::now() + self.plan.grace;
+        // One grace period per termination: leftovers of a command that was asked to end
+        // get what is left of the clock that request started, not a fresh one.
+        let grace_end = match (self.termination, self.grace_end) {
+            (Some(_), Some(end)) => end,
+            _ => Instant::now() + self.plan.grace,
+        };
         self.grace_end = Some(grace_end);
         loop {
             let children_left = child::reap(self.pid).children_left;

@@ -122,10 +122,19 @@ fn send(pinned: &Pinned, signal: Signal) {
 }
 
 /// `4301 (ssh), 4302 (sleep)`, for the finish line.
+/// At most this many leftovers are named in a log line (the report lists them all): a
+/// line must stay one short write, whatever ran wild.
+const NAMED: usize = 20;
+
 pub fn describe(leftovers: &[Leftover]) -> String {
-    leftovers
+    let mut out = leftovers
         .iter()
+        .take(NAMED)
         .map(|l| format!("{} ({})", l.pid, l.comm))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if leftovers.len() > NAMED {
+        out.push_str(&format!(" and {} more", leftovers.len() - NAMED));
+    }
+    out
 }
