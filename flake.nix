@@ -98,7 +98,5 @@
       overlays.default = final: _prev: {
         ccci = final.callPackage ./nix/package.nix { };
       };
-
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
     };
 }

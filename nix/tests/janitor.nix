@@ -71,7 +71,6 @@ in
     in
     ''
       machine.wait_for_unit("docker.service")
-      machine.wait_for_unit("sockets.target")
 
       with subtest("the module: lock dir 0755 and the same variables host-wide and in the unit"):
           machine.succeed("test \"$(stat -c %a ${lockDir})\" = 755")
@@ -93,7 +92,7 @@ in
       with subtest("a live run: deployed, and its lock held by a running process"):
           machine.succeed("""${chain held "2"}""")
           machine.succeed(
-              "systemd-run --unit=ccci-holder --setenv=CCCI_APP_LOCK_DIR=${lockDir} "
+              "systemd-run --unit=ccci-holder --setenv=PATH=\"$PATH\" --setenv=CCCI_APP_LOCK_DIR=${lockDir} "
               "${pkg}/bin/ccci-lock ${held} -- sleep infinity"
           )
           # A shared, non-blocking probe fails once the holder has the exclusive lock.
