@@ -24,4 +24,9 @@ expect 'builtins.attrNames (import ./flake.nix).inputs' '[ "nixpkgs" ]'
 # The VM test is a test module: a name, one node, a script.
 expect 'let t = import ./nix/tests/janitor.nix { module = { }; }; in [ t.name (builtins.attrNames t.nodes) (builtins.isFunction t.testScript) ]' \
   '[ "ccci-janitor" [ "machine" ] true ]'
+# Its Python script, rendered with a stand-in package path, compiles.
+script=$(nix-instantiate --eval --strict --json -E 'let t = import ./nix/tests/janitor.nix { module = { }; }; in t.testScript { nodes.machine.services.ccci.package = "/nix/store/00000000000000000000000000000000-ccci"; }')
+if command -v python3 >/dev/null; then
+  python3 -c 'import json, sys; compile(json.loads(sys.argv[1]), "nix/tests/janitor.nix testScript", "exec")' "$script"
+fi
 echo "evaluated what needs no nixpkgs"
