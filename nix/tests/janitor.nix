@@ -1,0 +1,117 @@
+# NixOS VM test: the module's janitor unit against a real single-node swarm.
+#
+# An orphan (deployed through the real chain, then its run gone: lock free, stack and
+# .env left) must be reaped; an app whose lock a live process holds must be left alone.
+# The commands are the end-to-end suite's (tests/janitor, tests/rig/swarm.sh): the swarm
+# and image set up as the rig does, deploys through
+# `ccci-rundir -- ccci-lock D -- sh -c '"$DEPLOY" up D ...'` with the stand-in abra.
+#
+#   nix build .#checks.x86_64-linux.janitor-vm      (needs KVM)
+{ module }:
+
+let
+  lockDir = "/run/lock/ccci-vm"; # not the tools' default: the unit must get it from the module
+  orphan = "j1-0a1b2c.ci.example.org";
+  held = "j2-3d4e5f.ci.example.org";
+  stack = builtins.replaceStrings [ "." ] [ "_" ];
+  metrics = "/var/lib/ccci-metrics/janitor.prom";
+in
+{
+  name = "ccci-janitor";
+
+  nodes.machine =
+    { pkgs, ... }:
+    {
+      imports = [ module ];
+
+      virtualisation = {
+        memorySize = 2048;
+        diskSize = 4096;
+        docker.enable = true;
+      };
+
+      services.ccci = {
+        enable = true;
+        inherit lockDir;
+        janitor.metricsFile = metrics;
+        # Only the test runs it.
+        janitor.interval = "yearly";
+      };
+
+      systemd.tmpfiles.rules = [ "d /var/lib/ccci-metrics 0755 root root -" ];
+
+      environment.systemPackages = [ pkgs.util-linux ];
+
+      environment.etc = {
+        # The test image without a registry, as tests/rig/swarm.sh makes it.
+        "ccci-test/busybox.tar".source = pkgs.runCommand "ccci-test-busybox.tar" { } ''
+          mkdir -p root/bin root/tmp root/etc
+          cp ${pkgs.pkgsStatic.busybox}/bin/busybox root/bin/busybox
+          for applet in sh sleep cat echo ls true false env; do ln -s busybox root/bin/$applet; done
+          tar -C root -cf $out .
+        '';
+        # The stand-in abra and its recipes.
+        "ccci-test/fixtures".source = ../../tests/fixtures;
+      };
+    };
+
+  testScript =
+    { nodes, ... }:
+    let
+      pkg = nodes.machine.services.ccci.package;
+      chain = domain: run: ''
+        CCCI_ABRA=/etc/ccci-test/fixtures/abra DEPLOY=${pkg}/bin/ccci-deploy \
+          ${pkg}/bin/ccci-rundir --run-id ${run} -- \
+          ${pkg}/bin/ccci-lock ${domain} -- \
+          sh -c '"$DEPLOY" up ${domain} --recipe two-services --timeout 2m'
+      '';
+      services = domain: "docker service ls -q --filter label=com.docker.stack.namespace=${stack domain}";
+      envFile = domain: "/root/.abra/servers/default/${domain}.env";
+      lockfile = domain: "${lockDir}/cc-ci-app-${domain}.lock";
+    in
+    ''
+      machine.wait_for_unit("docker.service")
+
+      with subtest("the module: lock dir 0755 and the same variables host-wide and in the unit"):
+          machine.succeed("test \"$(stat -c %a ${lockDir})\" = 755")
+          machine.succeed("test \"$CCCI_APP_LOCK_DIR\" = ${lockDir}")
+          machine.succeed("systemctl show -p Environment ccci-janitor.service | grep -F CCCI_APP_LOCK_DIR=${lockDir}")
+          machine.succeed("systemctl list-timers | grep ccci-janitor.timer")
+          machine.succeed("systemctl list-timers | grep ccci-rundir-gc.timer")
+
+      with subtest("the test swarm, as tests/rig/swarm.sh sets it up"):
+          machine.succeed("docker swarm init --advertise-addr 127.0.0.1")
+          machine.succeed("docker import /etc/ccci-test/busybox.tar ccci-test/busybox:1")
+          machine.succeed("mkdir -p /root/.abra/servers/default")
+
+      with subtest("an orphan: deployed through the chain, its run gone"):
+          machine.succeed("""${chain orphan "1"}""")
+          machine.succeed("test -n \"$(${services orphan})\"")
+          machine.succeed("test -e ${envFile orphan}")
+
+      with subtest("a live run: deployed, and its lock held by a running process"):
+          machine.succeed("""${chain held "2"}""")
+          machine.succeed(
+              "systemd-run --unit=ccci-holder --setenv=PATH=\"$PATH\" --setenv=CCCI_APP_LOCK_DIR=${lockDir} "
+              "${pkg}/bin/ccci-lock ${held} -- sleep infinity"
+          )
+          # A shared, non-blocking probe fails once the holder has the exclusive lock.
+          machine.wait_until_fails("flock --nonblock --shared ${lockfile held} true")
+
+      with subtest("the janitor unit reaps the orphan and leaves the live run"):
+          machine.succeed("systemctl start ccci-janitor.service")
+          machine.succeed("test -z \"$(${services orphan})\"")
+          machine.succeed("test ! -e ${envFile orphan}")
+          machine.succeed("test ! -e ${lockfile orphan}")
+          machine.succeed("test -n \"$(${services held})\"")
+          machine.succeed("test -e ${envFile held}")
+          machine.succeed("systemctl is-active ccci-holder.service")
+          journal = machine.succeed("journalctl -u ccci-janitor.service")
+          assert "reaped ${orphan}" in journal, journal
+          assert "live run, leaving it: ${held}" in journal, journal
+          machine.succeed("grep -F 'ccci_janitor_domains{result=\"reaped\"} 1' ${metrics}")
+
+      with subtest("gc runs under its unit's hardening"):
+          machine.succeed("systemctl start ccci-rundir-gc.service")
+    '';
+}
