@@ -74,6 +74,13 @@ fn drone_yml_has_both_pipelines_and_the_chain_as_specified() {
         "ccci-guard --deadline 60m --grace 5m --report \"$DRONE_WORKSPACE/ccci-guard-report.json\" \
          -- ccci-rundir -- ccci-lock \"$CCCI_DOMAIN\" -- cc-ci-run runner/run_recipe_ci.py"
     );
+    // The README and docs/concurrency.md show the step as it is here.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("      - {chain}\n")),
+        "README's \"Running it in Drone\" differs from .drone.yml"
+    );
     let all = drone_commands("recipe-ci").join("\n");
     for banned in ["setsid", "trap"] {
         assert!(!all.contains(banned), "recipe-ci uses {banned}: {all}");
