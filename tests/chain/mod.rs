@@ -389,12 +389,14 @@ fn a_sigkill_of_the_step_shell_tears_down_and_leaves_nothing() {
     let mut app = App::new();
     let d = app.domain("ca");
     let mut step = app.step("a1", &d, "wait", &recipe_ci_chain());
-    let run = spawn(&mut step);
+    let mut run = spawn(&mut step);
     step.wait_for_mark("waiting");
     assert!(!leftovers(&stack(&d)).is_empty(), "not deployed");
-    // What a Drone cancel does: SIGKILL the step's /bin/sh, nothing else.
+    // What a Drone cancel does: SIGKILL the step's /bin/sh, nothing else. (Not
+    // `run.finish()`: dropping a Background SIGKILLs its whole process group, the guard
+    // included — that would be scenario f, not a cancel. `run` lives to the end.)
     kill(Pid::from_raw(run.pid() as i32), Signal::SIGKILL).unwrap();
-    let (status, _) = run.finish();
+    let status = run.child.wait().unwrap();
     assert_eq!(status.signal(), Some(9));
     step.wait_until_nothing_alive(DEPLOY_PATIENCE);
     let marks = step.marks();
@@ -404,6 +406,9 @@ fn a_sigkill_of_the_step_shell_tears_down_and_leaves_nothing() {
     );
     assert_eq!(leftovers(&stack(&d)), Vec::<String>::new());
     assert!(lock_is_free(&app, &d), "the lock of {d} is still held");
+    let marks = step.marks();
+    assert_eq!(marks.matches("term\n").count(), 1, "{marks}");
+    drop(run);
 }
 
 #[test]
