@@ -186,7 +186,12 @@ impl Background {
 
     /// Wait until a stderr line contains one of `needles`; returns which and the line.
     pub fn wait_for_any(&mut self, needles: &[&str]) -> (usize, String) {
-        let end = Instant::now() + PATIENCE;
+        self.wait_for_any_within(PATIENCE, needles)
+    }
+
+    /// `wait_for_any` with a bound of its own, for waits that include a swarm deploy.
+    pub fn wait_for_any_within(&mut self, limit: Duration, needles: &[&str]) -> (usize, String) {
+        let end = Instant::now() + limit;
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -197,7 +202,7 @@ impl Background {
                     }
                 }
                 Err(_) => panic!(
-                    "no stderr line with {needles:?} within {PATIENCE:?}; saw {:?}",
+                    "no stderr line with {needles:?} within {limit:?}; saw {:?}",
                     self.seen
                 ),
             }
@@ -205,8 +210,13 @@ impl Background {
     }
 
     /// Wait for the process to exit; returns its status and every stderr line.
-    pub fn finish(mut self) -> (ExitStatus, Vec<String>) {
-        let end = Instant::now() + PATIENCE;
+    pub fn finish(self) -> (ExitStatus, Vec<String>) {
+        self.finish_within(PATIENCE)
+    }
+
+    /// `finish` with a bound of its own, for runs that deploy and tear down an app.
+    pub fn finish_within(mut self, limit: Duration) -> (ExitStatus, Vec<String>) {
+        let end = Instant::now() + limit;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 break status;
