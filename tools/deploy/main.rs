@@ -306,32 +306,6 @@ fn up(
     }
 }
 
-/// Stack names known from `.env` files and lockfiles, for the longest-prefix rule.
-fn known_stacks(servers: &std::path::Path) -> BTreeSet<String> {
-    let mut known = BTreeSet::new();
-    if let Ok(dirs) = std::fs::read_dir(servers) {
-        for dir in dirs.flatten() {
-            for env in std::fs::read_dir(dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = env.file_name().to_string_lossy().into_owned();
-                if let Some(d) = name
-                    .strip_suffix(".env")
-                    .and_then(|d| Domain::parse(d).ok())
-                {
-                    known.insert(d.stack_name());
-                }
-            }
-        }
-    }
-    if let Ok(domains) = lock_dir().domains() {
-        known.extend(domains.iter().map(Domain::stack_name));
-    }
-    known
-}
-
 fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> {
     require_lock(domain)?;
     let docker = Docker::from_env();
@@ -340,7 +314,8 @@ fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> 
     let teardown = Teardown {
         docker: &docker,
         domain,
-        known: known_stacks(&servers),
+        known: BTreeSet::new(),
+        lock_dir: Some(lock_dir()),
         servers_dir: servers,
         timeout,
     };
@@ -368,7 +343,10 @@ fn status(domain: &Domain, json: bool) -> Result<Exit, Fail> {
     let servers = abra_dir()?.join("servers");
     let inventory = Inventory::collect(&docker)?;
     let mut known = inventory.labelled_stacks();
-    known.extend(known_stacks(&servers));
+    known.extend(ccci_core::teardown::known_stacks(
+        &servers,
+        Some(&lock_dir()),
+    ));
     let stack = domain.stack_name();
     let res: StackResources = inventory.of(&stack, &known);
     let envs = ccci_core::teardown::env_files(&servers, domain);

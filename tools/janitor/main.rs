@@ -118,6 +118,19 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
             }
         },
     };
+    // Docker first: a janitor that cannot see the swarm touches nothing, not even the
+    // lock dir.
+    let docker = Docker::from_env();
+    docker.ping().map_err(|e| {
+        (
+            if e.is_unavailable() {
+                Exit::Unavailable
+            } else {
+                Exit::Failure
+            },
+            e.to_string(),
+        )
+    })?;
     // A dry run creates nothing, not even the lock dir (after a reboot it is missing).
     let lock_dir_ok = if cli.dry_run {
         lock_dir.check_existing().map(drop)
@@ -126,7 +139,6 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
     };
     lock_dir_ok.map_err(|e| (Exit::Failure, e.to_string()))?;
 
-    let docker = Docker::from_env();
     let janitor = Janitor {
         docker: &docker,
         lock_dir,

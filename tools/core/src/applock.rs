@@ -301,6 +301,9 @@ pub fn holder_in(file: &File, table: Option<&crate::proclocks::LockTable>) -> Op
     };
     match written {
         Some(h) if h.pid.is_some_and(|p| pids.contains(&p)) => Some(h),
+        // The table knows nothing of this lock (read before it was taken): the metadata
+        // is all there is.
+        Some(h) if pids.is_empty() => Some(h),
         _ => pids.first().map(|&pid| Holder {
             version: 1,
             pid: Some(pid),
@@ -346,6 +349,12 @@ pub fn open_existing(path: &Path) -> Result<Option<File>, LockError> {
 fn checked(path: &Path, opened: io::Result<File>) -> Result<File, LockError> {
     let file = opened.map_err(|source| match source.raw_os_error() {
         Some(libc::ELOOP) => LockError::Symlink { path: path.into() },
+        // A directory or a socket where the lockfile belongs: refused like any other
+        // file that is not a regular one, not an I/O failure.
+        Some(libc::EISDIR | libc::ENXIO) => LockError::Unsafe {
+            path: path.into(),
+            problem: "is not a regular file".into(),
+        },
         _ => LockError::Open {
             path: path.into(),
             source,

@@ -61,7 +61,7 @@ impl Janitor<'_> {
         let inventory = Inventory::collect(self.docker)?;
         let servers = self.abra_dir.join("servers");
         let lockfiles = self.lock_dir.domains().unwrap_or_default();
-        let env_domains = env_domains(&servers);
+        let env_domains = teardown::env_domains(&servers);
         let mut candidates: BTreeSet<Domain> = lockfiles.iter().cloned().collect();
         candidates.extend(env_domains.iter().cloned());
         candidates.extend(
@@ -146,6 +146,7 @@ impl Janitor<'_> {
                 domain,
                 servers_dir: servers.to_owned(),
                 known: known.clone(),
+                lock_dir: Some(self.lock_dir.clone()),
                 timeout: self.timeout,
             };
             match teardown.run_verified().map_err(|e| e.to_string()) {
@@ -197,30 +198,4 @@ impl Janitor<'_> {
 fn with_error(mut report: DomainReport, error: String) -> DomainReport {
     report.outcome = Outcome::Error(error);
     report
-}
-
-/// Domains with a `servers/*/<domain>.env` in the canonical tree (symlinked server
-/// directories not followed).
-fn env_domains(servers: &Path) -> Vec<Domain> {
-    let mut found = Vec::new();
-    for dir in std::fs::read_dir(servers).into_iter().flatten().flatten() {
-        if !dir.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        for env in std::fs::read_dir(dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = env.file_name();
-            let name = name.to_string_lossy();
-            if let Some(d) = name
-                .strip_suffix(".env")
-                .and_then(|d| Domain::parse(d).ok())
-            {
-                found.push(d);
-            }
-        }
-    }
-    found
 }

@@ -100,6 +100,11 @@ pub struct OpenBy {
 /// lock when its holder has been gone for hours. Costly (every fd of every process), so
 /// only for locks already judged stale.
 pub fn processes_with_open(path: &std::path::Path) -> Vec<OpenBy> {
+    // By inode, not by name: the lock dir may be reached through a symlink
+    // (/var/lock -> /run/lock), and `/proc/<pid>/fd/<n>` shows the canonical path.
+    let Ok(target) = fs::metadata(path) else {
+        return Vec::new();
+    };
     let mut found = Vec::new();
     for proc in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = proc
@@ -113,7 +118,10 @@ pub fn processes_with_open(path: &std::path::Path) -> Vec<OpenBy> {
             .into_iter()
             .flatten()
             .flatten()
-            .any(|fd| fs::read_link(fd.path()).is_ok_and(|target| target == path));
+            .any(|fd| {
+                fs::metadata(fd.path())
+                    .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+            });
         if has_it {
             let comm = fs::read_to_string(proc.path().join("comm")).unwrap_or_default();
             found.push(OpenBy {

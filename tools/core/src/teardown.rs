@@ -91,9 +91,12 @@ pub struct Teardown<'a> {
     pub domain: &'a Domain,
     /// `$ABRA_DIR/servers`: the app's `.env` files live in its subdirectories.
     pub servers_dir: PathBuf,
-    /// Stack names known besides the swarm's labels (from `.env` files and lockfiles),
-    /// for the longest-prefix rule.
+    /// Stack names known besides the swarm's labels, for the longest-prefix rule. The
+    /// `.env` files under `servers_dir` and the lockfiles in `lock_dir` are read again
+    /// after every listing, on top of these: an app created since (its `.env` and lock
+    /// appear before any of its secrets) must never lose a secret to a shorter name.
     pub known: BTreeSet<String>,
+    pub lock_dir: Option<crate::lockdir::LockDir>,
     /// How long to wait for containers to go and volumes to come free.
     pub timeout: Duration,
 }
@@ -102,8 +105,7 @@ impl Teardown<'_> {
     pub fn run(&self) -> Result<Removed, TeardownError> {
         let stack = self.domain.stack_name();
         let inventory = Inventory::collect(self.docker)?;
-        let mut known = inventory.labelled_stacks();
-        known.extend(self.known.iter().cloned());
+        let known = self.known_after(&inventory);
         let ours = inventory.of(&stack, &known);
         let labelled = |list: &[crate::swarm::Named], name: &String| {
             list.iter().any(|n| &n.name == name && n.stack.is_some())
@@ -182,8 +184,7 @@ impl Teardown<'_> {
     /// What is still there of the app (for verification): resources and `.env` files.
     pub fn leftovers(&self) -> Result<Vec<String>, DockerError> {
         let inventory = Inventory::collect(self.docker)?;
-        let mut known = inventory.labelled_stacks();
-        known.extend(self.known.iter().cloned());
+        let known = self.known_after(&inventory);
         let mut left = inventory.of(&self.domain.stack_name(), &known).describe();
         left.extend(
             self.env_files()
@@ -191,6 +192,14 @@ impl Teardown<'_> {
                 .map(|p| format!("env file {}", p.display())),
         );
         Ok(left)
+    }
+
+    /// Every stack name known right after `inventory` was listed.
+    fn known_after(&self, inventory: &Inventory) -> BTreeSet<String> {
+        let mut known = inventory.labelled_stacks();
+        known.extend(self.known.iter().cloned());
+        known.extend(known_stacks(&self.servers_dir, self.lock_dir.as_ref()));
+        known
     }
 
     /// `servers/*/<domain>.env`, not following symlinks below `servers/`.
@@ -250,6 +259,42 @@ impl Teardown<'_> {
     }
 }
 
+/// Domains with a `<servers>/*/<domain>.env` (symlinked server directories not followed).
+pub fn env_domains(servers: &Path) -> Vec<Domain> {
+    let mut found = Vec::new();
+    for dir in fs::read_dir(servers).into_iter().flatten().flatten() {
+        if !dir.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for env in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            let name = env.file_name();
+            let name = name.to_string_lossy();
+            if let Some(d) = name
+                .strip_suffix(".env")
+                .and_then(|d| Domain::parse(d).ok())
+            {
+                found.push(d);
+            }
+        }
+    }
+    found
+}
+
+/// Stack names known from `.env` files and lockfiles.
+pub fn known_stacks(
+    servers: &Path,
+    lock_dir: Option<&crate::lockdir::LockDir>,
+) -> BTreeSet<String> {
+    let mut known: BTreeSet<String> = env_domains(servers)
+        .iter()
+        .map(Domain::stack_name)
+        .collect();
+    if let Some(domains) = lock_dir.and_then(|d| d.domains().ok()) {
+        known.extend(domains.iter().map(Domain::stack_name));
+    }
+    known
+}
+
 /// `<servers>/*/<domain>.env` that exist, not following symlinked server directories.
 pub fn env_files(servers: &Path, domain: &Domain) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(servers) else {
@@ -296,6 +341,52 @@ mod tests {
         );
         assert_eq!(removed.total(), 8);
         assert_eq!(Removed::default().describe(), "nothing");
+    }
+
+    #[test]
+    fn an_app_created_after_the_pass_began_keeps_its_secrets() {
+        // a.b is being torn down; a.b.c appeared since the caller computed `known`: only
+        // its .env and lockfile exist besides its unlabelled secret. Read after the
+        // listing, they must keep a.b from claiming that secret.
+        let tmp = tempfile::tempdir().unwrap();
+        let servers = tmp.path().join("servers");
+        fs::create_dir_all(servers.join("default")).unwrap();
+        fs::write(servers.join("default/a.b.c.env"), "").unwrap();
+        let locks = crate::lockdir::LockDir::new(tmp.path().join("locks"));
+        locks.ensure().unwrap();
+        let docker = Docker::from_env();
+        let ab = Domain::parse("a.b").unwrap();
+        let teardown = Teardown {
+            docker: &docker,
+            domain: &ab,
+            servers_dir: servers.clone(),
+            known: BTreeSet::new(),
+            lock_dir: Some(locks),
+            timeout: Duration::from_secs(1),
+        };
+        let inventory = Inventory {
+            secrets: vec![
+                crate::swarm::Named {
+                    name: "a_b_c_db_password_v1".into(),
+                    stack: None,
+                },
+                crate::swarm::Named {
+                    name: "a_b_db_password_v1".into(),
+                    stack: None,
+                },
+            ],
+            ..Inventory::default()
+        };
+        let known = teardown.known_after(&inventory);
+        assert_eq!(inventory.of("a_b", &known).secrets, ["a_b_db_password_v1"]);
+        fs::remove_file(servers.join("default/a.b.c.env")).unwrap();
+        fs::write(tmp.path().join("locks/cc-ci-app-a.b.c.lock"), "").unwrap();
+        let known = teardown.known_after(&inventory);
+        assert_eq!(
+            inventory.of("a_b", &known).secrets,
+            ["a_b_db_password_v1"],
+            "the lockfile alone"
+        );
     }
 
     #[test]
