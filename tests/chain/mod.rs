@@ -100,6 +100,16 @@ fn drone_yml_has_both_pipelines_and_the_chain_as_specified() {
         .find(|d| d["name"].as_str() == Some("recipe-ci"))
         .unwrap();
     assert_eq!(recipe["type"].as_str(), Some("exec"));
+    // drone-runner-exec passes a step only PATH and USER from the host: the step must
+    // name the directories every tool and the janitor unit share (the module defaults).
+    let env = &recipe["steps"][0]["environment"];
+    for (var, default) in [
+        ("CCCI_APP_LOCK_DIR", ccci_core::env::defaults::APP_LOCK_DIR),
+        ("CCCI_RUNS_DIR", ccci_core::env::defaults::RUNS_DIR),
+        ("CCCI_CANONICAL_ABRA_DIR", "/root/.abra"),
+    ] {
+        assert_eq!(env[var].as_str(), Some(default), "recipe-ci step's {var}");
+    }
     let ci = drone_commands("ccci").join("\n");
     for needed in [
         "cargo fmt",
