@@ -12,7 +12,7 @@ use ccci_core::convergence::{self, Outcome};
 use ccci_core::deploy::{self, Abra, AbraError};
 use ccci_core::docker::{Docker, DockerError};
 use ccci_core::domain::Domain;
-use ccci_core::env::{EnvVars, defaults, non_empty};
+use ccci_core::env::{EnvVars, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::lockdir::LockDir;
 use ccci_core::swarm::{Inventory, StackResources};
@@ -170,17 +170,10 @@ fn domain_arg(s: &str) -> Result<Domain, Fail> {
     Domain::parse(s).map_err(|e| Fail(Exit::Usage, e.into()))
 }
 
-fn lock_dir() -> LockDir {
-    let path = non_empty(EnvVars::CCCI_APP_LOCK_DIR)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(defaults::APP_LOCK_DIR));
-    LockDir::new(std::path::absolute(&path).unwrap_or(path))
-}
-
 /// The lock rule: up and down run only while holding DOMAIN's app lock, so a deploy can
 /// never be counted or made before the lock is taken.
 fn require_lock(domain: &Domain) -> Result<(), Fail> {
-    match applock::inherited(&lock_dir(), domain) {
+    match applock::inherited(&LockDir::resolve(None), domain) {
         Some(_) => Ok(()),
         None => Err(Fail(
             Exit::Misconfigured,
@@ -315,7 +308,7 @@ fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> 
         docker: &docker,
         domain,
         known: BTreeSet::new(),
-        lock_dir: Some(lock_dir()),
+        lock_dir: Some(LockDir::resolve(None)),
         servers_dir: servers,
         timeout,
     };
@@ -345,7 +338,7 @@ fn status(domain: &Domain, json: bool) -> Result<Exit, Fail> {
     let mut known = inventory.labelled_stacks();
     known.extend(ccci_core::teardown::known_stacks(
         &servers,
-        Some(&lock_dir()),
+        Some(&LockDir::resolve(None)),
     ));
     let stack = domain.stack_name();
     let res: StackResources = inventory.of(&stack, &known);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ccci_core::cli::{duration_arg, emit, parse_or_exit};
 use ccci_core::docker::Docker;
-use ccci_core::env::{EnvVars, defaults, non_empty};
+use ccci_core::env::{EnvVars, canonical_abra_dir, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::janitor::Janitor;
 use ccci_core::janitor_report::{Report, write_atomically};
@@ -98,26 +98,8 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
     };
     let run_app_re = regex(cli.run_app_re, EnvVars::CCCI_RUN_APP_RE, RUN_APP_RE)?;
     let protect_re = regex(cli.protect_re, EnvVars::CCCI_PROTECT_RE, PROTECT_RE)?;
-    let lock_dir = cli
-        .lock_dir
-        .or_else(|| non_empty(EnvVars::CCCI_APP_LOCK_DIR).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(defaults::APP_LOCK_DIR));
-    let lock_dir = LockDir::new(std::path::absolute(&lock_dir).unwrap_or(lock_dir));
-    let abra_dir = match cli
-        .abra_dir
-        .or_else(|| non_empty(EnvVars::CCCI_CANONICAL_ABRA_DIR).map(PathBuf::from))
-    {
-        Some(dir) => dir,
-        None => match non_empty("HOME") {
-            Some(home) => PathBuf::from(home).join(".abra"),
-            None => {
-                return Err((
-                    Exit::Usage,
-                    format!("HOME is not set: set {}", EnvVars::CCCI_CANONICAL_ABRA_DIR),
-                ));
-            }
-        },
-    };
+    let lock_dir = LockDir::resolve(cli.lock_dir);
+    let abra_dir = canonical_abra_dir(cli.abra_dir).map_err(|e| (Exit::Usage, e))?;
     // Docker first: a janitor that cannot see the swarm touches nothing, not even the
     // lock dir.
     let docker = Docker::from_env();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ccci_core::applock::{Acquisition, AppLock, Wait, WaitEvent};
 use ccci_core::cli::{duration_arg, emit, parse_or_exit};
 use ccci_core::domain::Domain;
-use ccci_core::env::{EnvVars, defaults, non_empty};
+use ccci_core::env::{EnvVars, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::holder::{Holder, describe, pid_and_run};
 use ccci_core::lockdir::LockDir;
@@ -124,7 +124,7 @@ fn status(cli: &Cli) -> anyhow::Result<i32> {
         .iter()
         .map(|d| Domain::parse_os(d))
         .collect::<Result<Vec<_>, _>>()?;
-    let dir = lock_dir(cli.lock_dir.clone());
+    let dir = LockDir::resolve(cli.lock_dir.clone());
     if !dir.check_existing()? {
         diag!(
             TOOL,
@@ -166,7 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .or_else(|| non_empty(EnvVars::DRONE_BUILD_NUMBER))
         .map(|id| RunId::parse_os(&id))
         .transpose()?;
-    let dir = lock_dir(cli.lock_dir);
+    let dir = LockDir::resolve(cli.lock_dir);
     dir.ensure()?;
     // Nested under a ccci-lock of the same domain: we hold it already, through the
     // descriptor we inherited. Waiting would be waiting for ourselves, forever.
@@ -269,13 +269,4 @@ fn exec_holding(command: &[OsString], fd: i32, file: &std::path::Path, domain: &
     let err = exec::exec(command, &env);
     diag!(TOOL, "{err}");
     err.status.code()
-}
-
-/// The lock dir from `--lock-dir`, `CCCI_APP_LOCK_DIR` (empty counts as unset) or the
-/// default, made absolute: `CCCI_LOCK_FILE` must stay right after the command `cd`s.
-fn lock_dir(option: Option<PathBuf>) -> LockDir {
-    let path = option
-        .or_else(|| non_empty(EnvVars::CCCI_APP_LOCK_DIR).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(defaults::APP_LOCK_DIR));
-    LockDir::new(std::path::absolute(&path).unwrap_or(path))
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ccci_core::cli::{duration_arg, emit, emit_bytes, parse_or_exit};
-use ccci_core::env::{EnvVars, defaults, non_empty};
+use ccci_core::env::{EnvVars, canonical_abra_dir, defaults, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::rundir::{RunDir, RunsDir};
 use ccci_core::runid::RunId;
@@ -136,19 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(id) => RunId::parse_os(&id)?,
         None => RunId::parse(&manual_run_id())?,
     };
-    let canonical = match cli
-        .abra_dir
-        .or_else(|| non_empty(EnvVars::CCCI_CANONICAL_ABRA_DIR).map(PathBuf::from))
-    {
-        Some(dir) => dir,
-        None => match non_empty("HOME") {
-            Some(home) => PathBuf::from(home).join(".abra"),
-            None => anyhow::bail!(
-                "HOME is not set: set {} to the host's abra tree",
-                EnvVars::CCCI_CANONICAL_ABRA_DIR
-            ),
-        },
-    };
+    let canonical = canonical_abra_dir(cli.abra_dir).map_err(anyhow::Error::msg)?;
     let run = RunDir::prepare(&RunsDir::new(cli.runs.runs_dir), id, &canonical)?;
     let vars = run.vars();
     if cli.print {

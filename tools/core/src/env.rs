@@ -51,6 +51,24 @@ pub mod defaults {
     pub const RUNS_DIR: &str = "/var/lib/cc-ci-runs";
 }
 
+/// The host's canonical abra tree: `option` (an `--abra-dir`), else
+/// `CCCI_CANONICAL_ABRA_DIR`, else `$HOME/.abra`; an error naming the variable when
+/// there is no `HOME` either.
+pub fn canonical_abra_dir(
+    option: Option<std::path::PathBuf>,
+) -> Result<std::path::PathBuf, String> {
+    use std::path::PathBuf;
+    option
+        .or_else(|| non_empty(EnvVars::CCCI_CANONICAL_ABRA_DIR).map(PathBuf::from))
+        .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".abra")))
+        .ok_or_else(|| {
+            format!(
+                "HOME is not set: set {} to the host's abra tree",
+                EnvVars::CCCI_CANONICAL_ABRA_DIR
+            )
+        })
+}
+
 /// The value of `name`, with an empty value counted as unset (a Drone step that writes
 /// `CCCI_RUN_ID=` means "none", not "the empty id").
 pub fn non_empty(name: &str) -> Option<std::ffi::OsString> {

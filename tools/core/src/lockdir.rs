@@ -31,6 +31,16 @@ impl LockDir {
         }
     }
 
+    /// The lock dir every tool uses: `option` (a `--lock-dir`), else `CCCI_APP_LOCK_DIR`
+    /// (empty counts as unset), else the default — made absolute, since `CCCI_LOCK_FILE`
+    /// must stay right after the command changes directory.
+    pub fn resolve(option: Option<PathBuf>) -> LockDir {
+        let path = option
+            .or_else(|| crate::env::non_empty(EnvVars::CCCI_APP_LOCK_DIR).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(crate::env::defaults::APP_LOCK_DIR));
+        LockDir::new(std::path::absolute(&path).unwrap_or(path))
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
