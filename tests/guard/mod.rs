@@ -7,6 +7,8 @@
 //! (the guard puts the command in a session of its own, out of reach of the process
 //! group `Background` kills on drop).
 
+#[cfg(target_env = "gnu")] // PTRACE_GET_SYSCALL_INFO
+mod orphaned;
 mod signals;
 mod status;
 mod teardown;

@@ -126,7 +126,7 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
     let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| setup("signalfd", e))?;
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("PR_SET_CHILD_SUBREAPER", e))?;
-    let mut orphaned = false;
+    let mut orphaned = None;
     if plan.parent_death {
         // The parent as the process started, before argument parsing and set-up: a
         // parent that died in between would otherwise go unnoticed.
@@ -134,7 +134,7 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
         nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
             .map_err(|e| setup("PR_SET_PDEATHSIG", e))?;
         // The parent may have died before the signal was armed: then none will come.
-        orphaned = getppid() != parent;
+        orphaned = (getppid() != parent).then_some(parent);
     }
 
     let pid = child::spawn(&plan.command, &inherited)?;
@@ -159,7 +159,11 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
         grace_end: None,
         kill_sent: false,
     };
-    if orphaned {
+    if let Some(parent) = orphaned {
+        // As if the parent-death signal had come: the same TERM, the same grace.
+        say(format_args!(
+            "{TOOL}: parent pid {parent} died before the guard could watch it; sending TERM to process group {pid}"
+        ));
         run.request(Signal::SIGTERM);
     }
     let status = run.until_the_command_exits(&signals);
