@@ -1,6 +1,9 @@
 {
   lib,
+  stdenv,
   rustPlatform,
+  installShellFiles,
+  bashInteractive,
   util-linux,
 }:
 
@@ -24,6 +27,8 @@ rustPlatform.buildRustPackage {
 
   cargoLock.lockFile = ../Cargo.lock;
 
+  nativeBuildInputs = [ installShellFiles ];
+
   # The stand-in abra and the rig are `#!/usr/bin/env bash`, which the sandbox lacks.
   postPatch = ''
     patchShebangs tests
@@ -31,10 +36,31 @@ rustPlatform.buildRustPackage {
 
   # Unit tests of ccci-core and the end-to-end suite. In the sandbox there is no docker and
   # the build user is not root: those tests check their environment and skip (they fail
-  # only under CI=true, which the sandbox does not set). The interop tests run flock(1).
+  # only under CI=true, which the sandbox does not set). The interop tests run flock(1);
+  # ccci-gen's tests source the bash completions in a bash with `complete`, which the
+  # stdenv's bash lacks.
   doCheck = true;
-  nativeCheckInputs = [ util-linux ];
+  nativeCheckInputs = [
+    util-linux
+    bashInteractive
+  ];
   cargoTestFlags = [ "--workspace" ];
+
+  # ccci-gen (tools/gen) writes the man pages and completions from the tools' own clap
+  # definitions; it is a build step, not one of the tools, so it is not installed. Cross
+  # builds cannot run it and go without.
+  postInstall =
+    lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
+      $out/bin/ccci-gen target/share
+      installManPage target/share/man/man1/*.1
+      installShellCompletion \
+        --bash target/share/completions/bash/* \
+        --zsh target/share/completions/zsh/* \
+        --fish target/share/completions/fish/*
+    ''
+    + ''
+      rm $out/bin/ccci-gen
+    '';
 
   meta = {
     description = "Concurrency and cleanup tools for cc-ci: app locks, run guards, run dirs, swarm deploys, janitor";

@@ -1,10 +1,11 @@
 //! ccci-janitor: reap what crashed runs left, never touching a live run or a warm app.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
+mod cli;
 
-use ccci_core::cli::{duration_arg, emit, parse_or_exit};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use ccci_core::cli::{emit, parse_or_exit};
 use ccci_core::docker::Docker;
 use ccci_core::env::{EnvVars, canonical_abra_dir, non_empty};
 use ccci_core::exit::Exit;
@@ -12,69 +13,11 @@ use ccci_core::janitor::Janitor;
 use ccci_core::janitor_report::{Report, write_atomically};
 use ccci_core::lockdir::LockDir;
 use ccci_core::{diag, say, timefmt};
-use clap::Parser;
+use cli::{Cli, TOOL};
 use regex::Regex;
 
-const TOOL: &str = "ccci-janitor";
 const RUN_APP_RE: &str = r"^[a-z0-9]{1,4}-[0-9a-f]{6}\.";
 const PROTECT_RE: &str = "^warm-";
-
-const AFTER_HELP: &str = "\
-WHAT IT DOES:
-  Candidates are the domains named by a lockfile in the lock dir, by a swarm stack label
-  (services, volumes, networks, secrets, configs) or by a servers/*/<domain>.env in the
-  canonical abra tree. Only domains matching --run-app-re and not --protect-re are
-  probed; the others are counted as ignored and never touched, nor given a lockfile.
-  Each eligible domain's lock is tried without waiting: held means a live run (left; a
-  warning with the processes holding it when older than --stale-after); acquired means
-  no run holds it: whatever it has on the swarm and its .env are removed while the lock
-  is held, then the lockfile is unlinked, still holding. Run with --dry-run first.
-
-EXIT STATUS:
-  0   nothing failed
-  1   a reap failed (the other domains were still done)
-  2   usage error (a bad regex or duration)
-  69  docker is unreachable: nothing was touched
-
-ENVIRONMENT:
-  CCCI_APP_LOCK_DIR        the lock dir (default /run/lock/cc-ci)
-  CCCI_CANONICAL_ABRA_DIR  the host's abra tree (default $HOME/.abra)
-  CCCI_RUN_APP_RE          allowlist (default ^[a-z0-9]{1,4}-[0-9a-f]{6}\\.)
-  CCCI_PROTECT_RE          denylist, wins over the allowlist (default ^warm-)
-  CCCI_DOCKER              the docker executable (default docker)";
-
-/// Reap the apps crashed runs left on the swarm; never touch a live run or a warm app.
-#[derive(Parser, Debug)]
-#[command(name = TOOL, version, after_help = AFTER_HELP)]
-struct Cli {
-    /// Probe with shared locks and report what would be done; create and delete nothing
-    #[arg(long)]
-    dry_run: bool,
-    /// One JSON document on stdout
-    #[arg(long)]
-    json: bool,
-    /// Warn about a held lock older than this (a possible leaked run)
-    #[arg(long, value_name = "DUR", default_value = "120m", value_parser = duration_arg)]
-    stale_after: Duration,
-    /// Also write Prometheus textfile metrics here (atomically)
-    #[arg(long, value_name = "FILE")]
-    metrics_file: Option<PathBuf>,
-    /// Directory of the app lockfiles [env: CCCI_APP_LOCK_DIR] [default: /run/lock/cc-ci]
-    #[arg(long, value_name = "DIR")]
-    lock_dir: Option<PathBuf>,
-    /// The canonical abra tree [env: CCCI_CANONICAL_ABRA_DIR] [default: $HOME/.abra]
-    #[arg(long, value_name = "DIR")]
-    abra_dir: Option<PathBuf>,
-    /// Allowlist: domains of ephemeral run apps [env: CCCI_RUN_APP_RE]
-    #[arg(long, value_name = "RE")]
-    run_app_re: Option<String>,
-    /// Denylist, wins over the allowlist [env: CCCI_PROTECT_RE]
-    #[arg(long, value_name = "RE")]
-    protect_re: Option<String>,
-    /// Per reap: how long containers may take to go and volumes to come free
-    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_arg)]
-    timeout: Duration,
-}
 
 fn main() -> ExitCode {
     let cli: Cli = parse_or_exit(TOOL, Exit::Usage);

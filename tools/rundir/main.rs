@@ -1,106 +1,18 @@
 //! ccci-rundir: give the run its own abra tree and run-keyed state files, then exec.
 #![no_main]
 
+mod cli;
+
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use ccci_core::cli::{duration_arg, emit, emit_bytes, parse_or_exit};
-use ccci_core::env::{EnvVars, canonical_abra_dir, defaults, non_empty};
+use ccci_core::cli::{emit, emit_bytes, parse_or_exit};
+use ccci_core::env::{EnvVars, canonical_abra_dir, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::rundir::{RunDir, RunsDir};
 use ccci_core::runid::RunId;
 use ccci_core::{diag, duration, exec, rungc, say, wrapper_main};
-use clap::{Args, Parser, Subcommand};
-
-const TOOL: &str = "ccci-rundir";
-
-const AFTER_HELP: &str = "\
-LAYOUT:
-  <runs dir>/<run id>/.run.lock        held (flock) for as long as the command lives
-  <runs dir>/<run id>/abra/servers     -> <abra dir>/servers    (shared app configs)
-  <runs dir>/<run id>/abra/catalogue   -> <abra dir>/catalogue
-  <runs dir>/<run id>/abra/recipes/    fresh and empty for every attempt
-  <runs dir>/<run id>/state/           fresh and empty for every attempt
-  What a crashed attempt of the same run id left is repaired; a real file or directory
-  where a symlink belongs is refused, never deleted. The command gets ABRA_DIR,
-  CCCI_RUN_ID, CCCI_RUN_DIR, CCCI_STATE_DIR, CCCI_DEPLOY_COUNT_FILE, CCCI_OPSTATE_FILE,
-  CCCI_DEPS_FILE and CCCI_DEPSKIP_FILE.
-
-EXIT STATUS:
-  the command's own   the command ran (killed by signal N: the shell shows 128+N)
-  125                 ccci-rundir itself failed: usage (gc included), invalid run id,
-                      run id already in progress, unusable runs dir, no <abra dir>/servers
-  126                 the command was found but could not be executed
-  127                 the command was not found
-  gc: 0 done, 1 a removal failed, 125 usage.
-
-ENVIRONMENT:
-  CCCI_RUN_ID, then DRONE_BUILD_NUMBER   the run id (else manual-<unix-seconds>-<pid>)
-  CCCI_RUNS_DIR                          the runs dir (default /var/lib/cc-ci-runs)
-  CCCI_CANONICAL_ABRA_DIR                the host's abra tree (default $HOME/.abra)";
-
-/// Run a command in its own run directory: a private abra tree and state files.
-#[derive(Parser, Debug)]
-#[command(
-    name = TOOL,
-    version,
-    override_usage = "ccci-rundir [OPTIONS] -- <COMMAND> [ARGS]...\n       ccci-rundir --print [--json] [OPTIONS]\n       ccci-rundir gc --older-than <DUR> [--dry-run] [--json]",
-    after_help = AFTER_HELP,
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    /// This run's id [env: CCCI_RUN_ID, then DRONE_BUILD_NUMBER; default: manual-<unix-seconds>-<pid>]
-    #[arg(long, value_name = "ID")]
-    run_id: Option<OsString>,
-
-    #[command(flatten)]
-    runs: RunsDirArg,
-
-    /// The host's shared abra tree [env: CCCI_CANONICAL_ABRA_DIR; default: $HOME/.abra]
-    #[arg(long, value_name = "DIR")]
-    abra_dir: Option<PathBuf>,
-
-    /// Lay out the run dir and print its variables (KEY='VALUE' lines) instead of running a command
-    #[arg(long)]
-    print: bool,
-
-    /// With --print: one JSON object
-    #[arg(long, requires = "print")]
-    json: bool,
-
-    #[command(subcommand)]
-    gc: Option<Gc>,
-
-    /// The command to run in the run dir (after `--`)
-    #[arg(last = true, value_name = "COMMAND")]
-    command: Vec<OsString>,
-}
-
-#[derive(Args, Debug)]
-struct RunsDirArg {
-    /// Parent of the per-run directories
-    #[arg(long, value_name = "DIR", env = EnvVars::CCCI_RUNS_DIR, default_value = defaults::RUNS_DIR)]
-    runs_dir: PathBuf,
-}
-
-#[derive(Subcommand, Debug)]
-enum Gc {
-    /// Remove run directories whose run lock is free and that have been idle this long
-    Gc {
-        /// Remove runs idle longer than this (e.g. 7d)
-        #[arg(long, value_name = "DUR", value_parser = duration_arg)]
-        older_than: Duration,
-        /// Say what would be removed; remove nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// One JSON document: {"version":1,"removed":[...],"kept":[...],"failed":[...]}
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        runs: RunsDirArg,
-    },
-}
+use cli::{Cli, Gc, TOOL};
 
 wrapper_main!(rundir_main);
 

@@ -1,0 +1,93 @@
+//! ccci-deploy's command line, apart from the program so that ccci-gen (tools/gen) builds
+//! the man page and the shell completions from this very definition.
+
+use std::time::Duration;
+
+use ccci_core::cli::duration_arg;
+use ccci_core::deploy;
+use clap::{Parser, Subcommand};
+
+pub(crate) const TOOL: &str = "ccci-deploy";
+
+const AFTER_HELP: &str = "\
+EXIT STATUS:
+  0   done
+  1   done, but something failed: abra failed, the stack did not converge in time,
+      teardown left something behind, a count check failed
+  2   usage error, invalid domain
+  69  docker unreachable, or abra not found
+  78  the pipeline is wired wrong: up/down not under 'ccci-lock DOMAIN', or up outside
+      'ccci-rundir' (no CCCI_DEPLOY_COUNT_FILE)
+
+ENVIRONMENT:
+  CCCI_APP_LOCK_DIR       lock dir, to check the app lock (default /run/lock/cc-ci)
+  CCCI_LOCK_FD, CCCI_LOCK_DOMAIN   set by ccci-lock: the lock this deploy runs under
+  CCCI_DEPLOY_COUNT_FILE  set by ccci-rundir: where deploys are counted
+  ABRA_DIR                the abra tree with servers/<server>/<domain>.env ($HOME/.abra)
+  CCCI_DOCKER, CCCI_ABRA  the docker and abra executables (docker, abra)";
+
+/// Deploy and tear down one app on the swarm, under its app lock.
+#[derive(Parser, Debug)]
+#[command(name = TOOL, version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Deploy DOMAIN (creating the app when its .env is missing) and wait until it converges
+    Up {
+        domain: String,
+        /// The recipe, for `abra app new`
+        #[arg(long)]
+        recipe: String,
+        /// The abra server
+        #[arg(long, default_value = "default", value_parser = deploy::parse_server)]
+        server: String,
+        /// Deploy this recipe version
+        #[arg(long, conflicts_with = "chaos", value_parser = deploy::parse_version)]
+        version: Option<String>,
+        /// Deploy the recipe's working tree (abra --chaos)
+        #[arg(long)]
+        chaos: bool,
+        /// Set KEY=VALUE in the app's .env before deploying (repeatable)
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = deploy::parse_set)]
+        sets: Vec<(String, String)>,
+        /// Pass this argument to `abra app deploy` verbatim (repeatable)
+        #[arg(long = "abra-arg", value_name = "ARG", allow_hyphen_values = true)]
+        abra_args: Vec<String>,
+        /// How long to wait for convergence
+        #[arg(long, value_name = "DUR", default_value = "25m", value_parser = duration_arg)]
+        timeout: Duration,
+    },
+    /// Remove everything of DOMAIN: services, secrets, configs, networks, volumes, .env
+    Down {
+        domain: String,
+        /// The abra server (the .env is removed from every server dir)
+        #[arg(long, default_value = "default", value_parser = deploy::parse_server)]
+        server: String,
+        /// How long to wait for containers to go and volumes to come free
+        #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_arg)]
+        timeout: Duration,
+        /// Do not list everything again afterwards
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Show what exists of DOMAIN
+    Status {
+        domain: String,
+        /// One JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the number of deploys recorded in this run (CCCI_DEPLOY_COUNT_FILE)
+    Count {
+        /// Only deploys of this domain
+        #[arg(long)]
+        domain: Option<String>,
+        /// Exit 1 (a DG4.1 violation) unless the count is exactly N
+        #[arg(long, value_name = "N")]
+        expect: Option<usize>,
+    },
+}

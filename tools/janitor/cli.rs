@@ -1,0 +1,67 @@
+//! ccci-janitor's command line, apart from the program so that ccci-gen (tools/gen) builds
+//! the man page and the shell completions from this very definition.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ccci_core::cli::duration_arg;
+use clap::Parser;
+
+pub(crate) const TOOL: &str = "ccci-janitor";
+
+const AFTER_HELP: &str = "\
+WHAT IT DOES:
+  Candidates are the domains named by a lockfile in the lock dir, by a swarm stack label
+  (services, volumes, networks, secrets, configs) or by a servers/*/<domain>.env in the
+  canonical abra tree. Only domains matching --run-app-re and not --protect-re are
+  probed; the others are counted as ignored and never touched, nor given a lockfile.
+  Each eligible domain's lock is tried without waiting: held means a live run (left; a
+  warning with the processes holding it when older than --stale-after); acquired means
+  no run holds it: whatever it has on the swarm and its .env are removed while the lock
+  is held, then the lockfile is unlinked, still holding. Run with --dry-run first.
+
+EXIT STATUS:
+  0   nothing failed
+  1   a reap failed (the other domains were still done)
+  2   usage error (a bad regex or duration)
+  69  docker is unreachable: nothing was touched
+
+ENVIRONMENT:
+  CCCI_APP_LOCK_DIR        the lock dir (default /run/lock/cc-ci)
+  CCCI_CANONICAL_ABRA_DIR  the host's abra tree (default $HOME/.abra)
+  CCCI_RUN_APP_RE          allowlist (default ^[a-z0-9]{1,4}-[0-9a-f]{6}\\.)
+  CCCI_PROTECT_RE          denylist, wins over the allowlist (default ^warm-)
+  CCCI_DOCKER              the docker executable (default docker)";
+
+/// Reap the apps crashed runs left on the swarm; never touch a live run or a warm app.
+#[derive(Parser, Debug)]
+#[command(name = TOOL, version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// Probe with shared locks and report what would be done; create and delete nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// One JSON document on stdout
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Warn about a held lock older than this (a possible leaked run)
+    #[arg(long, value_name = "DUR", default_value = "120m", value_parser = duration_arg)]
+    pub(crate) stale_after: Duration,
+    /// Also write Prometheus textfile metrics here (atomically)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metrics_file: Option<PathBuf>,
+    /// Directory of the app lockfiles [env: CCCI_APP_LOCK_DIR] [default: /run/lock/cc-ci]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) lock_dir: Option<PathBuf>,
+    /// The canonical abra tree [env: CCCI_CANONICAL_ABRA_DIR] [default: $HOME/.abra]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) abra_dir: Option<PathBuf>,
+    /// Allowlist: domains of ephemeral run apps [env: CCCI_RUN_APP_RE]
+    #[arg(long, value_name = "RE")]
+    pub(crate) run_app_re: Option<String>,
+    /// Denylist, wins over the allowlist [env: CCCI_PROTECT_RE]
+    #[arg(long, value_name = "RE")]
+    pub(crate) protect_re: Option<String>,
+    /// Per reap: how long containers may take to go and volumes to come free
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_arg)]
+    pub(crate) timeout: Duration,
+}

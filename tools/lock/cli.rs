@@ -1,0 +1,97 @@
+//! ccci-lock's command line, apart from the program so that ccci-gen (tools/gen) builds
+//! the man page and the shell completions from this very definition.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ccci_core::cli::duration_arg;
+use ccci_core::exit::Exit;
+use clap::Parser;
+
+pub(crate) const TOOL: &str = "ccci-lock";
+
+const AFTER_HELP: &str = "\
+THE LOCK DIR:
+  Lockfiles are <lock dir>/cc-ci-app-<DOMAIN>.lock. Every process on the host must use
+  the same lock dir (set CCCI_APP_LOCK_DIR host-wide): there is no fallback to another
+  directory, and a lock dir that cannot be created, is world-writable without the sticky
+  bit, or is owned by someone other than root or you is refused (status 125).
+
+WAITING:
+  When another run holds the domain, ccci-lock prints
+    == app lock: another run of D in flight (pid P, run R, held 3m12s) — waiting ==
+  naming the holder from the metadata it wrote into the lockfile, then blocks until the
+  holder (the command and everything that inherited the lock) has exited, printing
+  '== app lock: still waiting for D after 5m (pid P, run R) ==' every --progress-interval.
+  On acquiring it prints '== app lock: acquired D ==' ('after Ns' when it waited) and
+  execs the command with CCCI_LOCK_FD, CCCI_LOCK_FILE and CCCI_LOCK_DOMAIN set.
+
+EXIT STATUS:
+  the command's own   the command ran (killed by signal N: the shell shows 128+N)
+  75                  not acquired: --no-wait, or --wait ran out (see -E)
+  125                 ccci-lock itself failed: usage, invalid domain, unusable lock dir
+  126                 the command was found but could not be executed
+  127                 the command was not found
+  --status: 0; with exactly one DOMAIN, 0 if it is free and 1 if it is held.
+
+ENVIRONMENT:
+  CCCI_APP_LOCK_DIR   the lock dir (default /run/lock/cc-ci)
+  CCCI_LOCK_WAIT      like --wait
+  CCCI_RUN_ID         the run id recorded for the holder, else DRONE_BUILD_NUMBER
+  Set for the command: CCCI_LOCK_FD (the descriptor holding the lock: never unlock it),
+  CCCI_LOCK_FILE, CCCI_LOCK_DOMAIN.";
+
+/// Run a command while holding an app domain's lock, one run per domain at a time.
+#[derive(Parser, Debug)]
+#[command(
+    name = TOOL,
+    version,
+    override_usage = "ccci-lock [OPTIONS] <DOMAIN> -- <COMMAND> [ARGS]...\n       ccci-lock --status [--json] [DOMAIN]...",
+    after_help = AFTER_HELP
+)]
+pub(crate) struct Cli {
+    /// Directory of the app lockfiles [env: CCCI_APP_LOCK_DIR] [default: /run/lock/cc-ci]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) lock_dir: Option<PathBuf>,
+
+    /// Fail at once (status 75) if another run holds the domain
+    #[arg(short = 'n', long)]
+    pub(crate) no_wait: bool,
+
+    /// Give up after this long (90s, 25m, 1h30m, 0.5) [env: CCCI_LOCK_WAIT] [default: forever]
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration_arg)]
+    pub(crate) wait: Option<Duration>,
+
+    /// Status to exit with when the lock is not acquired
+    #[arg(short = 'E', long, value_name = "N", default_value_t = Exit::Conflict.code() as u8)]
+    pub(crate) conflict_exit_code: u8,
+
+    /// Run id recorded in the holder metadata [env: CCCI_RUN_ID, then DRONE_BUILD_NUMBER]
+    #[arg(long, value_name = "ID")]
+    pub(crate) run_id: Option<OsString>,
+
+    /// How often to repeat the waiting line while blocked
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = duration_arg)]
+    pub(crate) progress_interval: Duration,
+
+    /// No '==' progress lines (errors still print)
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// List locks instead: domain, held or free, holder pid, run and age
+    #[arg(long)]
+    pub(crate) status: bool,
+
+    /// With --status: one JSON document on stdout
+    #[arg(long, requires = "status")]
+    pub(crate) json: bool,
+
+    /// The app domain (with --status: any number of them, or none for all)
+    #[arg(value_name = "DOMAIN")]
+    pub(crate) domains: Vec<OsString>,
+
+    /// The command to run while holding the lock (after `--`)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<OsString>,
+}
