@@ -26,4 +26,11 @@ elif [ "${CI:-}" = true ]; then
   exit 1
 fi
 
-cargo test --workspace --locked "$@"
+# The binaries under test are built as they are installed (README "Install",
+# nix/package.nix): static-pie on glibc. `--target` keeps proc macros and build scripts
+# dynamic, as they must be; it also puts this build under target/<triple>/.
+target=$(rustc --print host-tuple)
+case $target in
+  *-linux-gnu*) export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" ;;
+esac
+cargo test --workspace --locked --target "$target" "$@"

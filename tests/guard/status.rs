@@ -149,6 +149,43 @@ fn grace_and_deadline_come_from_the_environment_and_the_signal_from_s() {
 }
 
 #[test]
+fn a_real_time_deadline_signal_is_sent_as_timeout_sends_it() {
+    // `-s RTMIN+2` and its number are what timeout(1) users write; nix's Signal has no
+    // real-time signals, so this goes through the guard's own signal numbers.
+    let run = Run::new();
+    let rt = nix::libc::SIGRTMIN() + 2;
+    for sig in ["RTMIN+2".to_owned(), rt.to_string()] {
+        let report = run.path("report.json");
+        assert(run.guard(&[
+            "-d",
+            "0.2",
+            "-s",
+            &sig,
+            "--preserve-status",
+            "--report",
+            &report,
+            "--",
+            "sleep",
+            "10",
+        ]))
+        .assert()
+        .code(128 + rt)
+        .stderr(predicate::str::contains(format!(
+            "sending {rt} to process group"
+        )));
+        let r: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(r["termination"]["signal"], rt.to_string(), "{r}");
+        assert_eq!(r["signal"], rt.to_string(), "the command died of it: {r}");
+        run.assert_nothing_alive();
+    }
+    assert(run.guard(&["-s", "RTMAX+1", "--", "true"]))
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("invalid signal \"RTMAX+1\""));
+}
+
+#[test]
 fn a_deadline_lets_the_commands_term_cleanup_run_then_124() {
     let run = Run::new();
     let mark = run.path("cleaned");
@@ -277,4 +314,52 @@ fn help_has_exit_status_and_environment_sections() {
         .assert()
         .success()
         .stdout(predicate::str::contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_the_grace_kill() {
+    // Drone stops reading a step's output pipe: the guard's log lines must not block its
+    // loop, or after the deadline the KILL would never come. Its stderr here is a pipe
+    // filled to the brim that nobody reads until the guard has exited.
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let run = Run::new();
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    fcntl(&write_end, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+    let chunk = [b'x'; 4096];
+    while nix::unistd::write(&write_end, &chunk).is_ok() {}
+    while nix::unistd::write(&write_end, b"x").is_ok() {}
+    // Blocking again, as a real stderr pipe is: the flag belongs to the shared file.
+    fcntl(&write_end, FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+    let report = run.path("report.json");
+    let mut guard = run.guard(&[
+        "-d",
+        "0.2",
+        "-k",
+        "0.3",
+        "--report",
+        &report,
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 100",
+    ]);
+    guard.stderr(std::fs::File::from(write_end));
+    let mut guard = guard.spawn().unwrap();
+    let end = std::time::Instant::now() + crate::support::PATIENCE;
+    let status = loop {
+        if let Some(status) = guard.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > end {
+            let _ = guard.kill();
+            panic!("the guard hung on its stderr");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(137), "the grace period ended in a KILL");
+    run.assert_nothing_alive();
+    // The lines it could not write are gone; the report has the facts.
+    let r: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["outcome"], "killed", "{r}");
+    drop(read_end);
 }

@@ -5,12 +5,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ccci_core::child::parse_signal;
+use ccci_core::child::{Signo, parse_signal};
 use ccci_core::cli::duration_arg;
 use ccci_core::env::EnvVars;
 use ccci_core::supervise::TOOL;
 use clap::Parser;
-use nix::sys::signal::Signal;
 
 const AFTER_HELP: &str = "\
 WHAT IT DOES:
@@ -57,9 +56,9 @@ pub(crate) struct Cli {
     #[arg(short = 'k', long, value_name = "DUR", env = EnvVars::CCCI_GRACE, default_value = "5m", value_parser = duration_arg)]
     pub(crate) grace: Duration,
 
-    /// Signal sent at the deadline (TERM, SIGTERM or 15)
+    /// Signal sent at the deadline (TERM, SIGTERM, 15, RTMIN+2)
     #[arg(short, long, value_name = "SIG", default_value = "TERM", value_parser = parse_signal)]
-    pub(crate) signal: Signal,
+    pub(crate) signal: Signo,
 
     /// On deadline, exit with the command's status instead of 124
     #[arg(long)]

@@ -71,7 +71,12 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     if secs > MAX_SECS {
         return Err(fail("longer than ten years"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    // A value below a nanosecond is still not zero, and zero means "none" to the callers.
+    Ok(Duration::from_secs_f64(secs).max(if secs > 0.0 {
+        Duration::from_nanos(1)
+    } else {
+        Duration::ZERO
+    }))
 }
 
 /// Digits with at most one `.`, at least one digit: no sign, no exponent, no `inf`.
@@ -147,6 +152,15 @@ mod tests {
             parse("2d3h4m5s"),
             Ok(secs(2.0 * 86400.0 + 3.0 * 3600.0 + 245.0))
         );
+    }
+
+    #[test]
+    fn a_value_below_a_nanosecond_is_not_zero() {
+        // Zero means "no deadline": a tiny deadline must not turn into none at all.
+        assert_eq!(parse("0.0000000001"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse("0.0000000001ms"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse("0"), Ok(Duration::ZERO));
+        assert_eq!(parse("0.0s"), Ok(Duration::ZERO));
     }
 
     #[test]

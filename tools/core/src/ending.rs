@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use crate::child::Ended;
-use nix::sys::signal::Signal;
+use crate::child::{Ended, Signo};
 use nix::unistd::Pid;
 
 use crate::child::Leftover;
@@ -25,7 +24,7 @@ pub enum Cause {
 pub struct Termination {
     pub cause: Cause,
     /// The signal sent to the command's group.
-    pub signal: Signal,
+    pub signal: Signo,
     /// How long after the start.
     pub at: Duration,
 }
@@ -82,6 +81,7 @@ impl Ending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::signal::Signal;
 
     fn ending(status: Ended, cause: Option<Cause>, killed: bool) -> Ending {
         Ending {
@@ -91,7 +91,7 @@ mod tests {
             status,
             termination: cause.map(|cause| Termination {
                 cause,
-                signal: Signal::SIGTERM,
+                signal: Signal::SIGTERM.into(),
                 at: Duration::ZERO,
             }),
             killed,

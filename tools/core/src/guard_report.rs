@@ -35,7 +35,7 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct TerminationReport {
     pub cause: &'static str,
-    pub signal: &'static str,
+    pub signal: String,
     pub at_ms: u64,
 }
 
@@ -78,7 +78,7 @@ impl Report {
                     Cause::Deadline => "deadline",
                     Cause::Signal => "signal",
                 },
-                signal: signal_name(t.signal),
+                signal: t.signal.name(),
                 at_ms: t.at.as_millis() as u64,
             }),
             leftovers: ending
@@ -137,7 +137,7 @@ mod tests {
             status: Ended::Signaled(Signal::SIGTERM as i32),
             termination: Some(Termination {
                 cause: Cause::Deadline,
-                signal: Signal::SIGTERM,
+                signal: Signal::SIGTERM.into(),
                 at: Duration::from_secs(3600),
             }),
             killed: false,

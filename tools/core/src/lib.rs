@@ -17,6 +17,7 @@ pub mod ending;
 pub mod env;
 pub mod exec;
 pub mod exit;
+pub mod guard_log;
 pub mod guard_report;
 pub mod holder;
 pub mod janitor;

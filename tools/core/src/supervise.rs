@@ -18,7 +18,6 @@
 //! back to its default in the guard — and back to ignored in the command.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use nix::sys::signal::{SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{Pid, getpid, getppid};
 
-use crate::child::{self, Inherited, Leftover, SpawnError, Sweep, signal_group, signal_name};
+use crate::child::{self, Inherited, Leftover, Signo, SpawnError, Sweep, signal_group};
 use crate::duration::{Human, format as human};
 pub use crate::ending::{Cause, Ending, Termination};
 use crate::timefmt;
@@ -42,26 +41,12 @@ pub struct Plan {
     /// `None`: no deadline.
     pub deadline: Option<Duration>,
     pub grace: Duration,
-    pub deadline_signal: Signal,
+    pub deadline_signal: Signo,
     pub parent_death: bool,
     pub quiet: bool,
 }
 
-/// A log line on stderr, in one write(2) so that it never interleaves with the
-/// command's output on the same pipe, formatted on the stack (no allocation for a line
-/// logged per signal), and never panicking: stderr may be a closed pipe by the time the
-/// guard tears down (SIGPIPE is blocked, so the write just fails).
-pub fn say(line: std::fmt::Arguments<'_>) {
-    let mut buf = [0u8; 1024];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let whole = if writeln!(cursor, "{line}").is_ok() {
-        let len = cursor.position() as usize;
-        std::borrow::Cow::Borrowed(&buf[..len])
-    } else {
-        std::borrow::Cow::Owned(format!("{line}\n").into_bytes())
-    };
-    let _ = std::io::stderr().write_all(&whole);
-}
+pub use crate::guard_log::say;
 
 const REQUESTS: [Signal; 4] = [
     Signal::SIGTERM,
@@ -227,15 +212,15 @@ impl Run<'_> {
         say(format_args!(
             "== guard: deadline {} reached — sending {} to process group {} ==",
             human(self.plan.deadline.unwrap_or_default()),
-            signal_name(signal),
+            signal.name(),
             self.pid
         ));
     }
 
-    fn terminating(&mut self, cause: Cause, signal: Signal) {
+    fn terminating(&mut self, cause: Cause, signal: impl Into<Signo>) {
         self.termination = Some(Termination {
             cause,
-            signal,
+            signal: signal.into(),
             at: self.start.elapsed(),
         });
         self.grace_end = Some(Instant::now() + self.plan.grace);

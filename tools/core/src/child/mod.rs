@@ -22,13 +22,15 @@ pub use spawn::{Inherited, SpawnError, spawn};
 pub use sweep::{Leftover, Sweep};
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 /// Send `signal` to process group `pgid`; `false` when the group no longer exists.
-pub fn signal_group(pgid: Pid, signal: Signal) -> bool {
-    match killpg(pgid, signal) {
-        Ok(()) => true,
+pub fn signal_group(pgid: Pid, signal: impl Into<Signo>) -> bool {
+    // SAFETY: killpg(2) with a checked signal number; no memory is involved.
+    let sent = unsafe { nix::libc::killpg(pgid.as_raw(), signal.into().raw()) };
+    match Errno::result(sent) {
+        Ok(_) => true,
         Err(Errno::ESRCH) => false,
         // EPERM: a member changed its credentials (a setuid program); the others were
         // still signalled, and the sweep will find that one.
@@ -107,19 +109,72 @@ pub fn signo_name(signo: i32) -> String {
         .unwrap_or_else(|_| signo.to_string())
 }
 
-/// A signal as `--signal` takes it: `TERM`, `SIGTERM`, `term` or `15`.
-pub fn parse_signal(s: &str) -> Result<Signal, String> {
-    let bad = || format!("invalid signal {s:?} (expected a name like TERM or a number like 15)");
+/// Any signal by number: nix's `Signal` has no real-time signals, and `--signal` takes
+/// them as timeout(1) does (`RTMIN+2`, `36`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signo(i32);
+
+impl Signo {
+    /// A signal this system has (1 to `SIGRTMAX`).
+    pub fn new(signo: i32) -> Option<Signo> {
+        (1..=nix::libc::SIGRTMAX())
+            .contains(&signo)
+            .then_some(Signo(signo))
+    }
+
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// `TERM` for a named signal, the number for a real-time one.
+    pub fn name(self) -> String {
+        signo_name(self.0)
+    }
+}
+
+impl From<Signal> for Signo {
+    fn from(signal: Signal) -> Signo {
+        Signo(signal as i32)
+    }
+}
+
+/// A signal as `--signal` takes it: `TERM`, `SIGTERM`, `term`, `15`, or a real-time signal
+/// as `RTMIN`, `RTMIN+2`, `RTMAX-1` or its number.
+pub fn parse_signal(s: &str) -> Result<Signo, String> {
+    let bad = || {
+        format!("invalid signal {s:?} (expected a name like TERM, a number like 15, or RTMIN+N)")
+    };
     if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| bad());
+        return Signo::new(n).ok_or_else(bad);
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(offset) = bare.strip_prefix("RTMIN") {
+        return realtime(nix::libc::SIGRTMIN(), offset, '+').ok_or_else(bad);
+    }
+    if let Some(offset) = bare.strip_prefix("RTMAX") {
+        return realtime(nix::libc::SIGRTMAX(), offset, '-').ok_or_else(bad);
+    }
+    format!("SIG{bare}")
+        .parse::<Signal>()
+        .map(Signo::from)
+        .map_err(|_| bad())
+}
+
+/// `RTMIN`/`RTMAX` with an optional `+N`/`-N` (`sign`), kept within the real-time range.
+fn realtime(base: i32, offset: &str, sign: char) -> Option<Signo> {
+    let n: i32 = match offset {
+        "" => 0,
+        _ => offset.strip_prefix(sign)?.parse().ok()?,
     };
-    name.parse::<Signal>().map_err(|_| bad())
+    let signo = if sign == '+' {
+        base.checked_add(n)?
+    } else {
+        base.checked_sub(n)?
+    };
+    (nix::libc::SIGRTMIN()..=nix::libc::SIGRTMAX())
+        .contains(&signo)
+        .then_some(Signo(signo))
 }
 
 #[cfg(test)]
@@ -128,11 +183,28 @@ mod tests {
 
     #[test]
     fn signals_parse_by_name_or_number() {
-        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
-        assert_eq!(parse_signal("SIGKILL"), Ok(Signal::SIGKILL));
-        assert_eq!(parse_signal("int"), Ok(Signal::SIGINT));
-        assert_eq!(parse_signal("10"), Ok(Signal::SIGUSR1));
-        for bad in ["", "NOPE", "0", "99", "-1", "SIG"] {
+        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM.into()));
+        assert_eq!(parse_signal("SIGKILL"), Ok(Signal::SIGKILL.into()));
+        assert_eq!(parse_signal("int"), Ok(Signal::SIGINT.into()));
+        assert_eq!(parse_signal("10"), Ok(Signal::SIGUSR1.into()));
+        let (min, max) = (nix::libc::SIGRTMIN(), nix::libc::SIGRTMAX());
+        assert_eq!(parse_signal("RTMIN").map(Signo::raw), Ok(min));
+        assert_eq!(parse_signal("sigrtmin+2").map(Signo::raw), Ok(min + 2));
+        assert_eq!(parse_signal("RTMAX-1").map(Signo::raw), Ok(max - 1));
+        assert_eq!(parse_signal("RTMAX").map(Signo::raw), Ok(max));
+        assert_eq!(parse_signal(&min.to_string()).map(Signo::raw), Ok(min));
+        assert_eq!(parse_signal(&max.to_string()).map(Signo::raw), Ok(max));
+        let beyond = [
+            (max + 1).to_string(),
+            format!("RTMIN+{}", max - min + 1),
+            format!("RTMAX-{}", max - min + 1),
+        ];
+        for bad in [
+            "", "NOPE", "0", "-1", "SIG", "RTMIN-1", "RTMAX+1", "RTMIN+", "RTMIN+x",
+        ]
+        .into_iter()
+        .chain(beyond.iter().map(String::as_str))
+        {
             assert!(parse_signal(bad).is_err(), "{bad}");
         }
         assert_eq!(signal_name(Signal::SIGTERM), "TERM");
