@@ -40,6 +40,17 @@ crowd=
 cleanup() { [ -n "$crowd" ] && kill -- -"$crowd" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
+# The guard's own high-water mark while it supervises a command (blocked on a fifo).
+hwm_while_supervising() {
+  rm -f "$work/go"; mkfifo "$work/go"
+  "$1" -q -- sh -c "read x < '$work/go'" &
+  local guard=$!
+  until grep -q . "/proc/$guard/task/$guard/children" 2>/dev/null; do sleep 0.001; done
+  awk '/VmHWM/ {print $2}' "/proc/$guard/status"
+  echo go > "$work/go"
+  wait "$guard"
+}
+
 echo "== machine: $(nproc) cores, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') =="
 echo "== (a) whole process, $RUNS runs each =="
 hyperfine -N --warmup 50 --runs "$RUNS" --export-json "$work/a.json" \
@@ -62,14 +73,7 @@ for cmd in "$GUARD -q -- true" "$TIMEOUT 60 true" "$TINI -s -- true"; do
 done
 kib=$(/usr/bin/time -f %M true 2>&1 >/dev/null | tail -1)
 printf '  %-11s %5d KiB   (the command alone)\n' true "$kib"
-mkfifo "$work/go"
-"$GUARD" -q -- sh -c "read x < '$work/go'" &
-guard=$!
-until grep -q . "/proc/$guard/task/$guard/children" 2>/dev/null; do sleep 0.001; done
-hwm=$(awk '/VmHWM/ {print $2}' "/proc/$guard/status")
-echo go > "$work/go"
-wait "$guard"
-echo "  ccci-guard's own VmHWM while supervising: $hwm KiB   (goal <= 2048 KiB)"
+echo "  ccci-guard's own VmHWM while supervising: $(hwm_while_supervising "$GUARD") KiB   (goal <= 2048 KiB)"
 
 echo "== (c) the same with 2000 unrelated processes on the host =="
 before=$(ls -d /proc/[0-9]* 2>/dev/null | wc -l)
@@ -104,11 +108,4 @@ import json, sys
 s, t = json.load(open(sys.argv[1]))["results"]
 print(f"  dynamic ccci-guard mean {s['mean']*1e3:.3f} ms  median {s['median']*1e3:.3f} ms; timeout(1) median {t['median']*1e3:.3f} ms: {s['median']/t['median']:.2f}x")
 PY
-rm -f "$work/go"; mkfifo "$work/go"
-"$DGUARD" -q -- sh -c "read x < '$work/go'" &
-guard=$!
-until grep -q . "/proc/$guard/task/$guard/children" 2>/dev/null; do sleep 0.001; done
-hwm=$(awk '/VmHWM/ {print $2}' "/proc/$guard/status")
-echo go > "$work/go"
-wait "$guard"
-echo "  dynamic ccci-guard's own VmHWM while supervising: $hwm KiB   (goal <= 2048 KiB)"
+echo "  dynamic ccci-guard's own VmHWM while supervising: $(hwm_while_supervising "$DGUARD") KiB   (goal <= 2048 KiB)"

@@ -6,6 +6,7 @@ mod deploy;
 mod guard;
 mod janitor;
 mod lock;
+mod procs;
 mod rundir;
 mod support;
 mod swarm;

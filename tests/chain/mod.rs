@@ -20,7 +20,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::guard::comm_and_state;
+use crate::procs::Tag;
 use crate::support::{Background, bin, output_within, scrub};
 use crate::swarm::{self, App, abra, leftovers};
 
@@ -124,7 +124,7 @@ fn drone_yml_has_both_pipelines_and_the_chain_as_specified() {
 
 /// One run of the recipe-ci step: its own build number, domain and harness mode.
 struct Step {
-    tag: String,
+    tag: Tag,
     marks: PathBuf,
     cmd: Command,
 }
@@ -153,7 +153,7 @@ impl App {
         }
         let workspace = self.sb.path(&format!("ws-{build}"));
         fs::create_dir_all(&workspace).unwrap();
-        let tag = format!("{}/{build}", self.sb.tmp.path().display());
+        let tag = Tag::new(TAG, format!("{}/{build}", self.sb.tmp.path().display()));
         let marks = workspace.join("marks");
         let path = format!(
             "{}:{}",
@@ -165,7 +165,6 @@ impl App {
         cmd.args(["-e", "-c", script])
             .current_dir(&workspace)
             .env("PATH", path)
-            .env(TAG, &tag)
             .env("CCCI_APP_LOCK_DIR", self.sb.lock_dir())
             .env("CCCI_RUNS_DIR", self.sb.runs_dir())
             .env("CCCI_CANONICAL_ABRA_DIR", self.sb.abra_dir())
@@ -176,6 +175,7 @@ impl App {
             .env("CHAIN_HARNESS_MODE", mode)
             .env("CHAIN_MARKS", &marks)
             .env("CHAIN_GATE", self.sb.path(&format!("gate-{build}")));
+        tag.apply(&mut cmd);
         Step { tag, marks, cmd }
     }
 }
@@ -187,40 +187,11 @@ impl Step {
 
     /// The chain's processes alive now (zombies count as gone).
     fn alive(&self) -> Vec<(i32, String)> {
-        let needle = format!("{TAG}={}\0", self.tag);
-        let mut found = Vec::new();
-        for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
-                continue;
-            };
-            let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            if !env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                continue;
-            }
-            if let Some((comm, state)) = comm_and_state(pid)
-                && state != 'Z'
-            {
-                found.push((pid, comm));
-            }
-        }
-        found
+        self.tag.alive()
     }
 
     fn wait_until_nothing_alive(&self, limit: Duration) {
-        let end = Instant::now() + limit;
-        loop {
-            let alive = self.alive();
-            if alive.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "still alive after {limit:?}: {alive:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.tag.wait_until_none_alive(limit);
     }
 
     fn wait_for_mark(&self, needle: &str) -> String {
@@ -241,9 +212,7 @@ impl Step {
 
 impl Drop for Step {
     fn drop(&mut self) {
-        for (pid, _) in self.alive() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        self.tag.kill_all();
     }
 }
 

@@ -1,11 +1,9 @@
 //! ccci-guard end to end (../shared/spec/guard.md, "What the tests must show").
 //!
 //! Every process a test starts carries `CCCI_GUARD_TEST_TAG=<the test's sandbox>` in its
-//! environment, and the environment is inherited by everything the command starts —
-//! setsid'd daemons included. So `/proc/*/environ` names exactly the test's processes:
-//! that is how a test proves none survived, and how a failing test kills whatever did
-//! (the guard puts the command in a session of its own, out of reach of the process
-//! group `Background` kills on drop).
+//! environment ([`crate::procs::Tag`]): that is how a test proves none survived, and how a
+//! failing test kills whatever did (the guard puts the command in a session of its own,
+//! out of reach of the process group `Background` kills on drop).
 
 #[cfg(target_env = "gnu")] // PTRACE_GET_SYSCALL_INFO
 mod orphaned;
@@ -19,9 +17,8 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
+use crate::procs::Tag;
+pub use crate::procs::{comm_and_state, ppid};
 use crate::support::{PATIENCE, Sandbox, bin, scrub};
 
 const TAG: &str = "CCCI_GUARD_TEST_TAG";
@@ -29,13 +26,13 @@ const TAG: &str = "CCCI_GUARD_TEST_TAG";
 /// A test's sandbox plus the tag its processes carry.
 pub struct Run {
     pub sb: Sandbox,
-    tag: String,
+    tag: Tag,
 }
 
 impl Run {
     pub fn new() -> Run {
         let sb = Sandbox::new();
-        let tag = sb.tmp.path().display().to_string();
+        let tag = Tag::new(TAG, sb.tmp.path().display().to_string());
         Run { sb, tag }
     }
 
@@ -58,7 +55,8 @@ impl Run {
     /// Scrubbed of `CCCI_*`/`DRONE_*`, tagged, run in the sandbox.
     pub fn prepare(&self, cmd: &mut Command) {
         scrub(cmd);
-        cmd.env(TAG, &self.tag).current_dir(self.sb.tmp.path());
+        self.tag.apply(cmd);
+        cmd.current_dir(self.sb.tmp.path());
     }
 
     pub fn path(&self, name: &str) -> String {
@@ -67,25 +65,7 @@ impl Run {
 
     /// The test's processes alive now (zombies count as gone): `(pid, comm)`.
     pub fn alive(&self) -> Vec<(i32, String)> {
-        let needle = format!("{TAG}={}\0", self.tag);
-        let mut found = Vec::new();
-        for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
-                continue;
-            };
-            let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            if !contains(&env, needle.as_bytes()) {
-                continue;
-            }
-            if let Some((comm, state)) = comm_and_state(pid)
-                && state != 'Z'
-            {
-                found.push((pid, comm));
-            }
-        }
-        found
+        self.tag.alive()
     }
 
     /// Nothing of this test is alive: checked at once, because the guard has already
@@ -98,49 +78,14 @@ impl Run {
     /// Wait (bounded) until nothing of this test is alive: for cases where the guard
     /// itself was killed and nobody waits for the command.
     pub fn wait_until_nothing_alive(&self) {
-        let end = Instant::now() + PATIENCE;
-        loop {
-            let alive = self.alive();
-            if alive.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "still alive after {PATIENCE:?}: {alive:?}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.tag.wait_until_none_alive(PATIENCE);
     }
 }
 
 impl Drop for Run {
     fn drop(&mut self) {
-        for (pid, _) in self.alive() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        self.tag.kill_all();
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// `comm` and state letter from `/proc/<pid>/stat`.
-pub fn comm_and_state(pid: i32) -> Option<(String, char)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
-    let state = stat[close + 1..].trim_start().chars().next()?;
-    Some((stat[open + 1..close].to_owned(), state))
-}
-
-/// The parent pid from `/proc/<pid>/stat`.
-pub fn ppid(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// Wait (bounded) until `path` holds a line containing `needle`; returns the content.
