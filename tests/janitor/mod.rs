@@ -105,16 +105,7 @@ fn a_live_run_and_a_stale_lock_are_left_and_the_stale_one_named() {
     app.orphan("2", &live);
     // A live run: a real process holds the lock.
     let gate = app.sb.fifo("gate");
-    let mut holder = app.sb.cmd("ccci-lock");
-    holder.args([
-        &live,
-        "--",
-        "sh",
-        "-c",
-        &format!("read x < '{}'", gate.path.display()),
-    ]);
-    let mut holder = Background::spawn(holder);
-    holder.wait_for("acquired");
+    let holder = crate::lock::hold_until(&app.sb, &live, &gate);
     // A stale one: held by flock(1) with metadata saying it started 3 hours ago.
     fs::create_dir_all(app.sb.lock_dir()).unwrap();
     let gate2 = app.sb.fifo("gate2");
@@ -345,16 +336,7 @@ fn reaping_a_b_leaves_the_secrets_of_a_live_a_b_c() {
     app.orphan("9a", &ab);
     app.orphan("9b", &abc);
     let gate = app.sb.fifo("gate");
-    let mut holder = app.sb.cmd("ccci-lock");
-    holder.args([
-        &abc,
-        "--",
-        "sh",
-        "-c",
-        &format!("read x < '{}'", gate.path.display()),
-    ]);
-    let mut holder = Background::spawn(holder);
-    holder.wait_for("acquired");
+    let _holder = crate::lock::hold_until(&app.sb, &abc, &gate);
     let before = leftovers(&stack(&abc));
     let out = output_within(app.janitor(&only(&[&ab, &abc]), &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));
