@@ -257,6 +257,28 @@ fn logs_start_and_finish_lines_unless_quiet() {
 }
 
 #[test]
+fn a_start_line_cut_to_one_write_is_still_utf_8() {
+    // A line longer than PIPE_BUF is cut, ending in "[...]"; the cut must not fall inside
+    // a character and leave a CI log with a byte no decoder takes. One of the two
+    // alignments puts it in the middle of an "é" (two bytes).
+    let run = Run::new();
+    let long = "é".repeat(3000);
+    for pad in ["", "a"] {
+        let out = assert(run.guard(&["--", "true", &format!("{pad}{long}")]))
+            .assert()
+            .success()
+            .get_output()
+            .stderr
+            .clone();
+        let first = out.split(|&b| b == b'\n').next().unwrap();
+        assert!(first.len() <= 4096, "{} bytes", first.len());
+        let first = String::from_utf8(first.to_vec())
+            .unwrap_or_else(|e| panic!("pad {pad:?}: not UTF-8: {e}"));
+        assert!(first.ends_with("é [...]"), "pad {pad:?}: {first}");
+    }
+}
+
+#[test]
 fn the_report_is_written_atomically_after_everything_is_reaped() {
     let run = Run::new();
     fs::create_dir(run.sb.path("out")).unwrap();

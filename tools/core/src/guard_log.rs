@@ -42,8 +42,13 @@ pub fn say(line: std::fmt::Arguments<'_>) {
         // Too long for one atomic write: keep what fits, and say so.
         const CUT: &[u8] = " [...]\n".as_bytes();
         let _ = write!(cursor, "{line}");
-        buf[ATOMIC - CUT.len()..].copy_from_slice(CUT);
-        ATOMIC
+        // At a character's first byte, not inside it.
+        let mut end = ATOMIC - CUT.len();
+        while end > 0 && buf[end] & 0xC0 == 0x80 {
+            end -= 1;
+        }
+        buf[end..end + CUT.len()].copy_from_slice(CUT);
+        end + CUT.len()
     };
     let wait = if dropped > 0 {
         PollTimeout::ZERO
