@@ -186,6 +186,17 @@ fn a_real_time_deadline_signal_is_sent_as_timeout_sends_it() {
 }
 
 #[test]
+fn a_deadline_too_small_for_a_float_is_still_a_deadline() {
+    // Only an exact zero means "no deadline" (docs/guard.md): 0.000…1 with more zeros than
+    // an f64 can hold underflows to 0.0 in the arithmetic, and must still fire at once.
+    let run = Run::new();
+    let tiny = format!("0.{}1", "0".repeat(400));
+    let out = crate::support::output_within(run.guard(&["-d", &tiny, "--", "sleep", "10"]));
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    run.assert_nothing_alive();
+}
+
+#[test]
 fn a_deadline_lets_the_commands_term_cleanup_run_then_124() {
     let run = Run::new();
     let mark = run.path("cleaned");
