@@ -14,10 +14,10 @@ use nix::libc;
 use nix::sys::ptrace::{self, Options};
 use nix::unistd::Pid;
 
-use super::Run;
 use super::orphaned::{
     Hold, STOP_THEN_EXEC, hold_at, seize_and_continue, syscall_entry, wait_until_stopped,
 };
+use super::{Run, comm_and_state};
 use crate::support::{PATIENCE, bin};
 
 /// Is `pid`, in a syscall-stop, entering a write to its stderr?
@@ -102,4 +102,49 @@ fn a_stderr_that_fills_between_the_poll_and_the_write_does_not_stop_the_guard() 
     assert_eq!(r["outcome"], "killed", "{r}");
     run.assert_nothing_alive();
     drop(read_end);
+}
+
+#[test]
+fn the_sweeps_kill_goes_out_before_the_line_that_announces_it() {
+    // The line may wait for room on stderr (up to 100 ms); the KILL must not wait with it.
+    // The guard is held on entry to its first write (with -q: the "grace over" line), and
+    // the leftover, which ignores TERM, must already be dead by then.
+    let run = Run::new();
+    fs::write(run.sb.path("stop-then-exec.sh"), STOP_THEN_EXEC).unwrap();
+    let mut guard = Command::new("sh");
+    run.prepare(&mut guard);
+    guard
+        .arg("stop-then-exec.sh")
+        .arg(bin("ccci-guard"))
+        .args(["-q", "-k", "0.3", "--report", "r.json", "--", "sh", "-c"])
+        .arg(
+            "sh -c 'trap \"\" TERM; echo $$ > leftover.pid; exec sleep 100' & \
+             until [ -s leftover.pid ]; do sleep 0.01; done; exit 0",
+        );
+    let mut guard = guard.spawn().unwrap();
+    let pid = Pid::from_raw(guard.id() as i32);
+    wait_until_stopped(pid);
+    seize_and_continue(pid, Options::empty());
+    ptrace::syscall(pid, None).unwrap();
+    hold_at(Hold::Itself(pid), "a write to stderr", writing_to_stderr);
+    let leftover: i32 = run.sb.read("leftover.pid").trim().parse().unwrap();
+    let end = Instant::now() + PATIENCE;
+    loop {
+        match comm_and_state(leftover) {
+            None | Some((_, 'Z')) => break,
+            Some(_) => assert!(
+                Instant::now() < end,
+                "the guard announced the KILL before sending it: {leftover} still runs"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ptrace::detach(pid, None).unwrap();
+    let status = guard.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the command's own status");
+    let r: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.sb.path("r.json")).unwrap()).unwrap();
+    assert_eq!(r["leftovers"][0]["pid"], leftover, "{r}");
+    assert_eq!(r["leftovers"][0]["signal"], "KILL", "{r}");
+    run.assert_nothing_alive();
 }

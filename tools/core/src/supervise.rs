@@ -153,11 +153,12 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
         kill_sent: false,
     };
     if let Some(parent) = orphaned {
-        // As if the parent-death signal had come: the same TERM, the same grace.
+        // As if the parent-death signal had come: the same TERM, the same grace. Signal
+        // first, log after.
+        run.request(Signal::SIGTERM);
         say(format_args!(
             "{TOOL}: parent pid {parent} died before the guard could watch it; sending TERM to process group {pid}"
         ));
-        run.request(Signal::SIGTERM);
     }
     let status = run.until_the_command_exits(&signals);
     let ran_for = start.elapsed();
@@ -314,13 +315,14 @@ impl Run<'_> {
             }
             let now = Instant::now();
             if !sweep.is_killing() && now >= grace_end {
+                // Signal first, log after, as at the deadline.
+                self.kill_sent = true;
+                sweep.escalate();
                 say(format_args!(
                     "== guard: grace {} over — sending KILL to {alive} process{} ==",
                     human(self.plan.grace),
                     if alive == 1 { "" } else { "es" }
                 ));
-                self.kill_sent = true;
-                sweep.escalate();
             }
             let mut fds: Vec<PollFd<'_>> = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
             let mut blind = alive == 0;
