@@ -10,6 +10,8 @@ mod orphaned;
 mod signals;
 mod status;
 mod teardown;
+#[cfg(target_env = "gnu")] // PTRACE_GET_SYSCALL_INFO, through orphaned's helpers
+mod wedged;
 
 use std::fs;
 use std::path::Path;

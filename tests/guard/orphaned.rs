@@ -23,15 +23,15 @@ use crate::support::{PATIENCE, bin};
 
 /// `sh stop-then-exec.sh CMD...`: stops itself, and once continued becomes CMD. Tracing
 /// starts while it is stopped, so nothing of CMD runs untraced.
-const STOP_THEN_EXEC: &str = "kill -STOP $$; exec \"$@\"\n";
+pub(super) const STOP_THEN_EXEC: &str = "kill -STOP $$; exec \"$@\"\n";
 
 /// Waits on this thread's children and tracees only: the other tests' children belong to
 /// other threads of this process and must not be reaped here.
-fn wait_here(pid: Option<Pid>) -> WaitStatus {
+pub(super) fn wait_here(pid: Option<Pid>) -> WaitStatus {
     waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD)).expect("waitpid")
 }
 
-fn wait_until_stopped(pid: Pid) {
+pub(super) fn wait_until_stopped(pid: Pid) {
     let end = Instant::now() + PATIENCE;
     while comm_and_state(pid.as_raw()).map(|(_, s)| s) != Some('T') {
         assert!(Instant::now() < end, "{pid} never stopped itself");
@@ -40,7 +40,7 @@ fn wait_until_stopped(pid: Pid) {
 }
 
 /// Take `pid`, stopped by its own SIGSTOP, under this thread's ptrace and let it run again.
-fn seize_and_continue(pid: Pid, options: Options) {
+pub(super) fn seize_and_continue(pid: Pid, options: Options) {
     ptrace::seize(
         pid,
         options | Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_TRACEEXEC,
@@ -56,6 +56,13 @@ fn seize_and_continue(pid: Pid, options: Options) {
 
 /// Is `pid`, in a syscall-stop, entering `prctl(PR_SET_PDEATHSIG, ...)`?
 fn arming_death_signal(pid: Pid) -> bool {
+    syscall_entry(pid).is_some_and(|(nr, args)| {
+        nr == libc::SYS_prctl as u64 && args[0] == libc::PR_SET_PDEATHSIG as u64
+    })
+}
+
+/// The system call `pid`, in a syscall-stop, is entering: its number and arguments.
+pub(super) fn syscall_entry(pid: Pid) -> Option<(u64, [u64; 6])> {
     // nix's `ptrace::syscall_info` passes a zero buffer size, so the kernel fills nothing:
     // ask directly, with the size.
     let mut info = std::mem::MaybeUninit::<libc::ptrace_syscall_info>::zeroed();
@@ -76,15 +83,15 @@ fn arming_death_signal(pid: Pid) -> bool {
     // SAFETY: zeroed is a valid value of this plain C struct, and the kernel filled it.
     let info = unsafe { info.assume_init() };
     if info.op != libc::PTRACE_SYSCALL_INFO_ENTRY {
-        return false;
+        return None;
     }
     // SAFETY: `op` says the union holds a syscall entry.
     let entry = unsafe { info.u.entry };
-    entry.nr == libc::SYS_prctl as u64 && entry.args[0] == libc::PR_SET_PDEATHSIG as u64
+    Some((entry.nr, entry.args))
 }
 
 /// Which process to hold at its `prctl(PR_SET_PDEATHSIG)`.
-enum Hold {
+pub(super) enum Hold {
     /// The traced process itself.
     Itself(Pid),
     /// The child the traced process forks (with `PTRACE_O_TRACEFORK`).
@@ -94,6 +101,12 @@ enum Hold {
 /// Drive the tracees until the one `hold` names stops on entry to
 /// `prctl(PR_SET_PDEATHSIG)`; return it, held there. Every other stop is resumed.
 fn hold_at_death_signal(hold: Hold) -> Pid {
+    hold_at(hold, "prctl(PR_SET_PDEATHSIG)", arming_death_signal)
+}
+
+/// Drive the tracees until the one `hold` names stops on entry to a system call `at`
+/// recognises (`what` names it); return it, held there. Every other stop is resumed.
+pub(super) fn hold_at(hold: Hold, what: &str, at: impl Fn(Pid) -> bool) -> Pid {
     let is_target = |pid: Pid| match hold {
         Hold::Itself(p) => pid == p,
         // Whatever reports a stop and is not the parent is the forked child: its first
@@ -102,9 +115,9 @@ fn hold_at_death_signal(hold: Hold) -> Pid {
     };
     let end = Instant::now() + PATIENCE;
     loop {
-        assert!(Instant::now() < end, "no prctl(PR_SET_PDEATHSIG) seen");
+        assert!(Instant::now() < end, "no {what} seen");
         match wait_here(None) {
-            WaitStatus::PtraceSyscall(pid) if is_target(pid) && arming_death_signal(pid) => {
+            WaitStatus::PtraceSyscall(pid) if is_target(pid) && at(pid) => {
                 return pid;
             }
             WaitStatus::PtraceSyscall(pid) => ptrace::syscall(pid, None).unwrap(),
@@ -112,7 +125,7 @@ fn hold_at_death_signal(hold: Hold) -> Pid {
             WaitStatus::PtraceEvent(pid, _, _) => ptrace::syscall(pid, None).unwrap(),
             // A signal on its way in (the SIGCONT that resumed it): deliver it as sent.
             WaitStatus::Stopped(pid, signal) => ptrace::syscall(pid, signal).unwrap(),
-            other => panic!("a tracee ended before arming its parent-death signal: {other:?}"),
+            other => panic!("a tracee ended before {what}: {other:?}"),
         }
     }
 }

@@ -308,3 +308,25 @@ fn alrm_and_tstp_neither_kill_nor_stop_the_guard() {
     let (status, lines) = guard.finish();
     assert_eq!(status.code(), Some(7), "{lines:?}");
 }
+
+#[test]
+fn real_time_signals_neither_kill_the_guard() {
+    // Their default action ends a process too, and nix's `Signal` lists none of them; 32
+    // and 33 are the two glibc keeps for its threads (the guard has none). A stray
+    // `kill -RTMIN` must not leave the command unsupervised and its leftovers unswept.
+    let run = Run::new();
+    let gate = run.sb.fifo("gate");
+    let script = format!("echo ready >&2; read x < '{}'; exit 7", gate.path.display());
+    let mut guard = Background::spawn(run.guard(&["-q", "--", "sh", "-c", &script]));
+    guard.wait_for("ready");
+    let (min, max) = (nix::libc::SIGRTMIN(), nix::libc::SIGRTMAX());
+    for signo in [32, 33, min, min + 2, max] {
+        // SAFETY: kill(2) with plain numbers.
+        let sent = unsafe { nix::libc::kill(guard.pid() as i32, signo) };
+        assert_eq!(sent, 0, "kill -{signo}");
+    }
+    gate.release();
+    let (status, lines) = guard.finish();
+    assert_eq!(status.code(), Some(7), "{status:?} {lines:?}");
+    run.assert_nothing_alive();
+}

@@ -186,6 +186,17 @@ fn a_real_time_deadline_signal_is_sent_as_timeout_sends_it() {
 }
 
 #[test]
+fn a_deadline_too_small_for_a_float_is_still_a_deadline() {
+    // Only an exact zero means "no deadline" (docs/guard.md): 0.000…1 with more zeros than
+    // an f64 can hold underflows to 0.0 in the arithmetic, and must still fire at once.
+    let run = Run::new();
+    let tiny = format!("0.{}1", "0".repeat(400));
+    let out = crate::support::output_within(run.guard(&["-d", &tiny, "--", "sleep", "10"]));
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    run.assert_nothing_alive();
+}
+
+#[test]
 fn a_deadline_lets_the_commands_term_cleanup_run_then_124() {
     let run = Run::new();
     let mark = run.path("cleaned");
@@ -254,6 +265,28 @@ fn logs_start_and_finish_lines_unless_quiet() {
         .assert()
         .success()
         .stderr(predicate::str::is_empty());
+}
+
+#[test]
+fn a_start_line_cut_to_one_write_is_still_utf_8() {
+    // A line longer than PIPE_BUF is cut, ending in "[...]"; the cut must not fall inside
+    // a character and leave a CI log with a byte no decoder takes. One of the two
+    // alignments puts it in the middle of an "é" (two bytes).
+    let run = Run::new();
+    let long = "é".repeat(3000);
+    for pad in ["", "a"] {
+        let out = assert(run.guard(&["--", "true", &format!("{pad}{long}")]))
+            .assert()
+            .success()
+            .get_output()
+            .stderr
+            .clone();
+        let first = out.split(|&b| b == b'\n').next().unwrap();
+        assert!(first.len() <= 4096, "{} bytes", first.len());
+        let first = String::from_utf8(first.to_vec())
+            .unwrap_or_else(|e| panic!("pad {pad:?}: not UTF-8: {e}"));
+        assert!(first.ends_with("é [...]"), "pad {pad:?}: {first}");
+    }
 }
 
 #[test]

@@ -72,7 +72,9 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
         return Err(fail("longer than ten years"));
     }
     // A value below a nanosecond is still not zero, and zero means "none" to the callers.
-    Ok(Duration::from_secs_f64(secs).max(if secs > 0.0 {
+    // Nonzero by its digits: enough of them after the point underflow to 0.0 as a float.
+    let nonzero = text.bytes().any(|b| matches!(b, b'1'..=b'9'));
+    Ok(Duration::from_secs_f64(secs).max(if nonzero {
         Duration::from_nanos(1)
     } else {
         Duration::ZERO
@@ -161,6 +163,9 @@ mod tests {
         assert_eq!(parse("0.0000000001ms"), Ok(Duration::from_nanos(1)));
         assert_eq!(parse("0"), Ok(Duration::ZERO));
         assert_eq!(parse("0.0s"), Ok(Duration::ZERO));
+        assert_eq!(parse("0h0m0.000s"), Ok(Duration::ZERO));
+        let underflows = format!("0.{}1", "0".repeat(400));
+        assert_eq!(parse(&underflows), Ok(Duration::from_nanos(1)));
     }
 
     #[test]

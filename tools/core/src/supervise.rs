@@ -96,14 +96,22 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
             watched.add(signal);
         }
     }
+    // The real-time signals too, which nix's `Signal` lacks, and 32 and 33, which glibc
+    // keeps for its threads (the guard has no other): by default each ends a process.
+    let mut raw = *watched.as_ref();
+    for signo in 32..=nix::libc::SIGRTMAX() {
+        if !inherited.ignores_signo(signo) {
+            add_signo(&mut raw, signo);
+        }
+    }
+    // SAFETY: a valid set with bits added for signals this system has.
+    let watched = unsafe { SigSet::from_sigset_t_unchecked(raw) };
     let setup = |what, errno| SpawnError::Setup {
         program: TOOL.into(),
         what,
         errno,
     };
-    watched
-        .thread_block()
-        .map_err(|e| setup("blocking signals", e))?;
+    block(&watched).map_err(|e| setup("blocking signals", e))?;
     if inherited.ignores(Signal::SIGCHLD) {
         // SAFETY: SIG_DFL installs no handler code.
         let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
@@ -145,11 +153,12 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
         kill_sent: false,
     };
     if let Some(parent) = orphaned {
-        // As if the parent-death signal had come: the same TERM, the same grace.
+        // As if the parent-death signal had come: the same TERM, the same grace. Signal
+        // first, log after.
+        run.request(Signal::SIGTERM);
         say(format_args!(
             "{TOOL}: parent pid {parent} died before the guard could watch it; sending TERM to process group {pid}"
         ));
-        run.request(Signal::SIGTERM);
     }
     let status = run.until_the_command_exits(&signals);
     let ran_for = start.elapsed();
@@ -306,13 +315,14 @@ impl Run<'_> {
             }
             let now = Instant::now();
             if !sweep.is_killing() && now >= grace_end {
+                // Signal first, log after, as at the deadline.
+                self.kill_sent = true;
+                sweep.escalate();
                 say(format_args!(
                     "== guard: grace {} over — sending KILL to {alive} process{} ==",
                     human(self.plan.grace),
                     if alive == 1 { "" } else { "es" }
                 ));
-                self.kill_sent = true;
-                sweep.escalate();
             }
             let mut fds: Vec<PollFd<'_>> = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
             let mut blind = alive == 0;
@@ -344,6 +354,36 @@ const POLL_AGAIN: Duration = Duration::from_millis(10);
 /// How often the sweep looks for leftovers that exec'd after their TERM (see
 /// `child::sweep`).
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
+
+/// Add `signo` to `set` without glibc's `sigaddset`, which refuses 32 and 33.
+fn add_signo(set: &mut nix::libc::sigset_t, signo: i32) {
+    let bits = 8 * std::mem::size_of::<nix::libc::c_ulong>();
+    let bit = (signo - 1) as usize;
+    // SAFETY: a sigset_t is an array of unsigned longs (glibc, musl), signal N at bit N-1,
+    // and `signo` is at most SIGRTMAX, within it.
+    unsafe {
+        let words = (set as *mut nix::libc::sigset_t).cast::<nix::libc::c_ulong>();
+        *words.add(bit / bits) |= 1 << (bit % bits);
+    }
+}
+
+/// Block `set` in this thread with the system call itself: glibc's `pthread_sigmask`
+/// silently leaves out 32 and 33. (The child's `pthread_sigmask` of the caller's mask
+/// unblocks them again.)
+fn block(set: &SigSet) -> Result<(), nix::errno::Errno> {
+    let size = (nix::libc::SIGRTMAX() as usize).div_ceil(8);
+    // SAFETY: rt_sigprocmask(2) reads `size` bytes of the set, writes nothing back.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_rt_sigprocmask,
+            nix::libc::SIG_BLOCK,
+            set.as_ref() as *const nix::libc::sigset_t,
+            std::ptr::null_mut::<nix::libc::sigset_t>(),
+            size,
+        )
+    };
+    nix::errno::Errno::result(rc).map(drop)
+}
 
 /// The one place the guard waits.
 fn wait(fds: &mut [PollFd<'_>], timeout: Option<Duration>) {

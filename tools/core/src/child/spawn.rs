@@ -62,7 +62,12 @@ impl Inherited {
     /// Did the caller ignore `signal`? (`nohup` ignores HUP; a non-interactive shell's
     /// `cmd &` ignores INT and QUIT.)
     pub fn ignores(&self, signal: Signal) -> bool {
-        self.ignored & (1u64 << (signal as i32 - 1)) != 0
+        self.ignores_signo(signal as i32)
+    }
+
+    /// [`Inherited::ignores`] by number, for the real-time signals `Signal` lacks.
+    pub fn ignores_signo(&self, signo: i32) -> bool {
+        (1..=64).contains(&signo) && self.ignored & (1u64 << (signo - 1)) != 0
     }
 
     /// Did the caller block `signal`?
