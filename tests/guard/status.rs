@@ -396,3 +396,17 @@ fn a_stderr_nobody_reads_does_not_stop_the_grace_kill() {
     assert_eq!(r["outcome"], "killed", "{r}");
     drop(read_end);
 }
+
+#[test]
+fn an_empty_variable_counts_as_unset() {
+    // docs/environment.md: `CCCI_DEADLINE=` (a Drone secret that is not set) is the
+    // default, not a usage error; the command still sees the variable, empty.
+    let run = Run::new();
+    let mut cmd = run.guard(&["--", "sh", "-c", "echo \"[${CCCI_DEADLINE-unset}]\""]);
+    cmd.env("CCCI_DEADLINE", "")
+        .env("CCCI_GRACE", "")
+        .env("CCCI_GUARD_REPORT", "");
+    assert(cmd).assert().success().stdout("[]\n").stderr(
+        predicate::str::contains("(deadline 1h at ").and(predicate::str::contains("grace 5m)")),
+    );
+}

@@ -15,7 +15,13 @@ use crate::exit::Exit;
 /// Parse the command line, or exit: `--help`/`--version` with 0, a usage error with
 /// `usage_status` after a message prefixed with the tool's name.
 pub fn parse_or_exit<T: Parser>(tool: &str, usage_status: Exit) -> T {
-    match T::try_parse() {
+    let parsed = without_empty_env(T::command())
+        .try_get_matches()
+        .and_then(|mut matches| {
+            // As clap's own `try_parse`: the error gets the command's usage.
+            T::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut T::command()))
+        });
+    match parsed {
         Ok(cli) => cli,
         Err(err) => match err.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
@@ -31,6 +37,32 @@ pub fn parse_or_exit<T: Parser>(tool: &str, usage_status: Exit) -> T {
             }
         },
     }
+}
+
+/// A variable set to the empty string counts as unset (docs/environment.md): clap would
+/// hand the empty value to the parser, so its binding is dropped before parsing. The
+/// environment itself is left alone — the command inherits it as it was.
+fn without_empty_env(mut cmd: clap::Command) -> clap::Command {
+    let empty: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|arg| {
+            arg.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty())
+        })
+        .map(|arg| arg.get_id().clone())
+        .collect();
+    for id in empty {
+        cmd = cmd.mut_arg(id, |arg| arg.env(None));
+    }
+    let subcommands: Vec<String> = cmd
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    for name in subcommands {
+        cmd = cmd.mut_subcommand(name, without_empty_env);
+    }
+    cmd
 }
 
 /// `ccci-lock -a.b -- cmd` is a domain starting with `-`, which clap reads as the
