@@ -99,7 +99,12 @@ fn write_pages(cmd: &Command, source: &str, dir: &Path) -> anyhow::Result<usize>
 fn render_page(cmd: &Command, source: &str) -> io::Result<String> {
     let man = Man::new(cmd.clone()).source(source);
     let mut w = Vec::new();
-    man.render_title(&mut w)?;
+    // Not man.render_title: it writes the empty date as nothing at all, which makes the
+    // source the date, the footer's middle, and leaves its left empty (clap-rs/clap#6040).
+    let title = cmd.get_display_name().unwrap_or(cmd.get_name());
+    Roff::new()
+        .control("TH", [title, "1", "\"\"", source])
+        .to_writer(&mut w)?;
     man.render_name_section(&mut w)?;
     man.render_synopsis_section(&mut w)?;
     man.render_description_section(&mut w)?;

@@ -117,6 +117,7 @@ fn man_pages_name_every_option_subcommand_and_after_help_section() {
     let dir = generated();
     for cmd in tools::commands() {
         let tool = cmd.get_name().to_owned();
+        let version = cmd.get_version().expect("version").to_owned();
         for (page, cmd) in pages(&cmd, &tool) {
             let roff = read(&dir.path().join(format!("man/man1/{page}.1")));
             let text = man_text(&roff);
@@ -124,6 +125,13 @@ fn man_pages_name_every_option_subcommand_and_after_help_section() {
                 roff.starts_with(".ie") || roff.starts_with(".TH"),
                 "{page}.1 is not roff:\n{roff}"
             );
+            // Title, section, date (none), and the source the footer's left names: an
+            // argument left out would move the source into the date's place.
+            let th = roff
+                .lines()
+                .find(|l| l.starts_with(".TH "))
+                .unwrap_or_default();
+            assert_eq!(th, format!(".TH {page} 1 \"\" \"{tool} {version}\""));
             for long in cmd.get_arguments().filter_map(|a| a.get_long()) {
                 assert!(
                     text.contains(&format!("--{long}")),
