@@ -279,6 +279,79 @@ fn zsh_and_fish_completions_are_for_their_tool() {
     }
 }
 
+/// What an interactive zsh offers for `line`, with the completion functions in `fpath`
+/// loaded by compinit: the shell runs in a pseudo-terminal (zsh/zpty), a TAB is typed,
+/// and `compadd` prints every match. None where there is no zsh with zsh/zpty.
+fn zsh_complete(fpath: &Path, line: &str) -> Option<Vec<String>> {
+    const DRIVER: &str = r#"
+        zmodload zsh/zpty || exit 3
+        zpty z zsh -f -i
+        zpty -w z "PROMPT=; RPROMPT=; fpath=(${(q)1} \$fpath); autoload -U compinit; compinit -u -D"
+        zpty -w z 'compadd() { local -a m; builtin compadd -O m "$@"; print -rl -- "<${^m[@]}>"; builtin compadd "$@" }'
+        zpty -w z 'nul() { print -n $'"'"'\0\n'"'"' }; compprefuncs=(nul); comppostfuncs=(nul exit)'
+        zpty -w z 'bindkey "^I" complete-word'
+        zpty -n -w z "$2"$'\t'
+        integer seen=0
+        while zpty -r z line; do
+          if [[ $line == *$'\0'* ]]; then (( seen++ )) && exit 0; continue; fi
+          (( seen )) && print -r -- $line
+        done
+        exit 4
+    "#;
+    let out = Command::new("timeout")
+        .args(["60", "zsh", "-f", "-c", DRIVER, "driver"])
+        .arg(fpath)
+        .arg(line)
+        .output()
+        .ok()?;
+    if out.status.code() == Some(127) || out.status.code() == Some(3) {
+        eprintln!("skipping: no zsh with zsh/zpty");
+        return None;
+    }
+    assert!(out.status.success(), "zsh completing {line:?}: {out:?}");
+    let mut offered: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('<')?.strip_suffix('>'))
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect();
+    offered.sort();
+    offered.dedup();
+    Some(offered)
+}
+
+#[test]
+fn zsh_completes_the_options_of_a_subcommand() {
+    let dir = generated();
+    let fpath = dir.path().join("completions/zsh");
+    // ccci-rundir's `-- COMMAND` must not take the place of its subcommand.
+    let rundir = read(&fpath.join("_ccci-rundir"));
+    assert!(
+        !rundir.contains("'::command") && rundir.contains("case $line[1] in"),
+        "_ccci-rundir:\n{rundir}"
+    );
+    for (line, expected) in [
+        (
+            "ccci-rundir gc --",
+            &[
+                "--dry-run",
+                "--help",
+                "--json",
+                "--older-than",
+                "--runs-dir",
+            ][..],
+        ),
+        ("ccci-rundir gc --ol", &["--older-than"]),
+        ("ccci-deploy up --re", &["--recipe"]),
+        ("ccci-lock --lock", &["--lock-dir"]),
+    ] {
+        let Some(offered) = zsh_complete(&fpath, line) else {
+            return;
+        };
+        assert_eq!(offered, expected, "zsh completing {line:?}");
+    }
+}
+
 fn assert_fails_naming(out: &Output, path: &Path) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
