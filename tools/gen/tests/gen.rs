@@ -184,6 +184,50 @@ fn man_pages_name_every_option_subcommand_and_after_help_section() {
     }
 }
 
+/// A page as groff renders it for a terminal 200 columns wide, each line trimmed; None
+/// where there is no groff. Any warning of groff's (all enabled) fails.
+fn rendered(page: &Path) -> Option<Vec<String>> {
+    let out = Command::new("groff")
+        .args(["-k", "-man", "-Tutf8", "-P-cbou", "-rLL=200n", "-ww"])
+        .arg(page)
+        .output()
+        .ok()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.is_empty(),
+        "groff {}: {stderr}",
+        page.display()
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace('\u{2212}', "-");
+    Some(text.lines().map(|l| l.trim().to_owned()).collect())
+}
+
+#[test]
+fn after_help_renders_line_for_line() {
+    let dir = generated();
+    for cmd in tools::commands() {
+        let page = dir.path().join(format!("man/man1/{}.1", cmd.get_name()));
+        let Some(lines) = rendered(&page) else {
+            eprintln!("skipping: no groff");
+            return;
+        };
+        let after_help = cmd.get_after_help().expect("after help").to_string();
+        // Every line as it is, none run into another: a heading, or a line of a table.
+        for raw in after_help.lines().filter(|l| !l.trim().is_empty()) {
+            let line = match raw.strip_suffix(':') {
+                Some(heading) if !raw.starts_with(' ') => heading,
+                _ => raw.trim(),
+            };
+            assert!(
+                lines.iter().any(|l| l == line),
+                "{} does not show the line {line:?}:\n{}",
+                page.display(),
+                lines.join("\n")
+            );
+        }
+    }
+}
+
 /// Bash with programmable completion, as an interactive shell has it. Some builds lack
 /// it (Nix's non-interactive bash): there the test skips, except in CI.
 fn bash_completes() -> bool {
