@@ -63,9 +63,11 @@
         {
           # The build with its tests (doCheck): the ones needing docker or root skip themselves.
           package = ccci;
+          # `--target`, as the build hooks pass it: the package's RUSTFLAGS (crt-static)
+          # would otherwise reach the proc macros, which cannot be built static.
           clippy = cargoCheck "clippy" [
             pkgs.clippy
-          ] "cargo clippy --workspace --all-targets --locked --offline -- -D warnings";
+          ] "cargo clippy --workspace --all-targets --locked --offline --target ${pkgs.stdenv.hostPlatform.rust.rustcTargetSpec} -- -D warnings";
           fmt = cargoCheck "fmt" [ pkgs.rustfmt ] "cargo fmt --all --check";
           janitor-vm = pkgs.testers.runNixOSTest (
             import ./nix/tests/janitor.nix { module = self.nixosModules.default; }

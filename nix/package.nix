@@ -20,7 +20,8 @@ rustPlatform.buildRustPackage {
   pname = "ccci";
   version = (lib.importTOML ../Cargo.toml).workspace.package.version;
 
-  # Only what the build and its tests read: a change to the docs or to nix/ rebuilds nothing.
+  # Only what the build and its tests read: a change to docs/ or to nix/ rebuilds nothing.
+  # The chain test reads .drone.yml, and the README for the step it shows.
   src = lib.fileset.toSource {
     inherit root;
     fileset = lib.fileset.unions [
@@ -28,6 +29,8 @@ rustPlatform.buildRustPackage {
       ../Cargo.lock
       ../tools
       ../tests
+      ../.drone.yml
+      ../README.md
     ];
   };
 

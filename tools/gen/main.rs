@@ -99,7 +99,12 @@ fn write_pages(cmd: &Command, source: &str, dir: &Path) -> anyhow::Result<usize>
 fn render_page(cmd: &Command, source: &str) -> io::Result<String> {
     let man = Man::new(cmd.clone()).source(source);
     let mut w = Vec::new();
-    man.render_title(&mut w)?;
+    // Not man.render_title: it writes the empty date as nothing at all, which makes the
+    // source the date, the footer's middle, and leaves its left empty (clap-rs/clap#6040).
+    let title = cmd.get_display_name().unwrap_or(cmd.get_name());
+    Roff::new()
+        .control("TH", [title, "1", "\"\"", source])
+        .to_writer(&mut w)?;
     man.render_name_section(&mut w)?;
     man.render_synopsis_section(&mut w)?;
     man.render_description_section(&mut w)?;
@@ -174,6 +179,9 @@ fn completions(mut cmd: Command, dir: &Path) -> anyhow::Result<usize> {
         if *shell == Shell::Bash {
             script = fix_bash_states(&name, &String::from_utf8_lossy(&script)).into_bytes();
         }
+        if *shell == Shell::Zsh {
+            script = fix_zsh_last(&cmd, &String::from_utf8_lossy(&script)).into_bytes();
+        }
         write(&dir.join(file), &script)?;
     }
     Ok(scripts.len())
@@ -187,6 +195,46 @@ fn fix_bash_states(name: &str, script: &str) -> String {
     let matched = format!("{}__subcmd__", name.replace('-', "__subcmd__"));
     let set = format!("{}__subcmd__", name.replace('-', "__"));
     script.replace(&matched, &set)
+}
+
+/// clap_complete 4.6 gives zsh a `last` positional (ccci-rundir's `-- COMMAND`) a place in
+/// front of the subcommand, so zsh takes the `gc` of `ccci-rundir gc --<TAB>` for the
+/// command and offers ccci-rundir's options, never gc's (clap-rs/clap#6313). Here that spec
+/// goes and the subcommand is the first positional again, as the fix proposed upstream has
+/// it. The price: right after `ccci-rundir --`, zsh offers the subcommands, not files.
+/// Once clap_complete is fixed this changes nothing.
+fn fix_zsh_last(cmd: &Command, script: &str) -> String {
+    let mut script = script.to_owned();
+    if !cmd.has_subcommands() {
+        return script;
+    }
+    // The subcommand's place among the positionals, `$line[N]`, up to the command's `case`.
+    let n = cmd.get_positionals().count() + 1;
+    let (old, new) = (format!("$line[{n}]"), format!("$line[{}]", n - 1));
+    let Some(case) = script.find(&format!("case {old} in")) else {
+        return script;
+    };
+    let (head, tail) = script.split_at(case + format!("case {old} in").len());
+    // Clap allows one `last` positional.
+    let Some(last) = cmd.get_positionals().find(|a| a.is_last_set()) else {
+        return script;
+    };
+    // `'::command -- help:_default' \`, with one colon if it is required.
+    let is_spec = |line: &&str| {
+        let spec = line.strip_prefix('\'').unwrap_or_default();
+        let rest = spec.trim_start_matches(':');
+        spec.len() - rest.len() <= 2
+            && (rest.strip_prefix(last.get_id().as_str()))
+                .is_some_and(|r| r.starts_with([' ', ':']))
+    };
+    if let Some(spec) = head.lines().find(is_spec) {
+        script = format!(
+            "{}{tail}",
+            head.replacen(&format!("{spec}\n"), "", 1)
+                .replace(&old, &new)
+        );
+    }
+    script
 }
 
 fn write(path: &Path, data: &[u8]) -> anyhow::Result<()> {

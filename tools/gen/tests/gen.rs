@@ -117,6 +117,7 @@ fn man_pages_name_every_option_subcommand_and_after_help_section() {
     let dir = generated();
     for cmd in tools::commands() {
         let tool = cmd.get_name().to_owned();
+        let version = cmd.get_version().expect("version").to_owned();
         for (page, cmd) in pages(&cmd, &tool) {
             let roff = read(&dir.path().join(format!("man/man1/{page}.1")));
             let text = man_text(&roff);
@@ -124,6 +125,13 @@ fn man_pages_name_every_option_subcommand_and_after_help_section() {
                 roff.starts_with(".ie") || roff.starts_with(".TH"),
                 "{page}.1 is not roff:\n{roff}"
             );
+            // Title, section, date (none), and the source the footer's left names: an
+            // argument left out would move the source into the date's place.
+            let th = roff
+                .lines()
+                .find(|l| l.starts_with(".TH "))
+                .unwrap_or_default();
+            assert_eq!(th, format!(".TH {page} 1 \"\" \"{tool} {version}\""));
             for long in cmd.get_arguments().filter_map(|a| a.get_long()) {
                 assert!(
                     text.contains(&format!("--{long}")),
@@ -173,6 +181,50 @@ fn man_pages_name_every_option_subcommand_and_after_help_section() {
         "CCCI_APP_LOCK_DIR   the lock dir",
     ] {
         assert!(lock.contains(text), "ccci-lock.1 lacks {text:?}:\n{lock}");
+    }
+}
+
+/// A page as groff renders it for a terminal 200 columns wide, each line trimmed; None
+/// where there is no groff. Any warning of groff's (all enabled) fails.
+fn rendered(page: &Path) -> Option<Vec<String>> {
+    let out = Command::new("groff")
+        .args(["-k", "-man", "-Tutf8", "-P-cbou", "-rLL=200n", "-ww"])
+        .arg(page)
+        .output()
+        .ok()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.is_empty(),
+        "groff {}: {stderr}",
+        page.display()
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace('\u{2212}', "-");
+    Some(text.lines().map(|l| l.trim().to_owned()).collect())
+}
+
+#[test]
+fn after_help_renders_line_for_line() {
+    let dir = generated();
+    for cmd in tools::commands() {
+        let page = dir.path().join(format!("man/man1/{}.1", cmd.get_name()));
+        let Some(lines) = rendered(&page) else {
+            eprintln!("skipping: no groff");
+            return;
+        };
+        let after_help = cmd.get_after_help().expect("after help").to_string();
+        // Every line as it is, none run into another: a heading, or a line of a table.
+        for raw in after_help.lines().filter(|l| !l.trim().is_empty()) {
+            let line = match raw.strip_suffix(':') {
+                Some(heading) if !raw.starts_with(' ') => heading,
+                _ => raw.trim(),
+            };
+            assert!(
+                lines.iter().any(|l| l == line),
+                "{} does not show the line {line:?}:\n{}",
+                page.display(),
+                lines.join("\n")
+            );
+        }
     }
 }
 
@@ -268,6 +320,79 @@ fn zsh_and_fish_completions_are_for_their_tool() {
             fish.contains(&format!("complete -c {tool} ")),
             "{tool}.fish:\n{fish}"
         );
+    }
+}
+
+/// What an interactive zsh offers for `line`, with the completion functions in `fpath`
+/// loaded by compinit: the shell runs in a pseudo-terminal (zsh/zpty), a TAB is typed,
+/// and `compadd` prints every match. None where there is no zsh with zsh/zpty.
+fn zsh_complete(fpath: &Path, line: &str) -> Option<Vec<String>> {
+    const DRIVER: &str = r#"
+        zmodload zsh/zpty || exit 3
+        zpty z zsh -f -i
+        zpty -w z "PROMPT=; RPROMPT=; fpath=(${(q)1} \$fpath); autoload -U compinit; compinit -u -D"
+        zpty -w z 'compadd() { local -a m; builtin compadd -O m "$@"; print -rl -- "<${^m[@]}>"; builtin compadd "$@" }'
+        zpty -w z 'nul() { print -n $'"'"'\0\n'"'"' }; compprefuncs=(nul); comppostfuncs=(nul exit)'
+        zpty -w z 'bindkey "^I" complete-word'
+        zpty -n -w z "$2"$'\t'
+        integer seen=0
+        while zpty -r z line; do
+          if [[ $line == *$'\0'* ]]; then (( seen++ )) && exit 0; continue; fi
+          (( seen )) && print -r -- $line
+        done
+        exit 4
+    "#;
+    let out = Command::new("timeout")
+        .args(["60", "zsh", "-f", "-c", DRIVER, "driver"])
+        .arg(fpath)
+        .arg(line)
+        .output()
+        .ok()?;
+    if out.status.code() == Some(127) || out.status.code() == Some(3) {
+        eprintln!("skipping: no zsh with zsh/zpty");
+        return None;
+    }
+    assert!(out.status.success(), "zsh completing {line:?}: {out:?}");
+    let mut offered: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('<')?.strip_suffix('>'))
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect();
+    offered.sort();
+    offered.dedup();
+    Some(offered)
+}
+
+#[test]
+fn zsh_completes_the_options_of_a_subcommand() {
+    let dir = generated();
+    let fpath = dir.path().join("completions/zsh");
+    // ccci-rundir's `-- COMMAND` must not take the place of its subcommand.
+    let rundir = read(&fpath.join("_ccci-rundir"));
+    assert!(
+        !rundir.contains("'::command") && rundir.contains("case $line[1] in"),
+        "_ccci-rundir:\n{rundir}"
+    );
+    for (line, expected) in [
+        (
+            "ccci-rundir gc --",
+            &[
+                "--dry-run",
+                "--help",
+                "--json",
+                "--older-than",
+                "--runs-dir",
+            ][..],
+        ),
+        ("ccci-rundir gc --ol", &["--older-than"]),
+        ("ccci-deploy up --re", &["--recipe"]),
+        ("ccci-lock --lock", &["--lock-dir"]),
+    ] {
+        let Some(offered) = zsh_complete(&fpath, line) else {
+            return;
+        };
+        assert_eq!(offered, expected, "zsh completing {line:?}");
     }
 }
 
