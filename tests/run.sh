@@ -15,6 +15,8 @@ need() { # command, Debian package
 }
 need flock util-linux     # interop tests run flock(1) against ccci-lock
 need stat coreutils
+need groff groff-base    # ccci-gen's tests render the man pages
+need zsh zsh             # ... and complete in a real zsh
 
 # The swarm tests need a local dockerd in swarm mode and the test image. As root this
 # sets it up (idempotently); otherwise those tests skip with a reason — except in CI,
