@@ -144,7 +144,7 @@ pub fn parse_signal(s: &str) -> Result<Signo, String> {
     let bad = || {
         format!("invalid signal {s:?} (expected a name like TERM, a number like 15, or RTMIN+N)")
     };
-    if let Ok(n) = s.parse::<i32>() {
+    if let Some(n) = digits(s) {
         return Signo::new(n).ok_or_else(bad);
     }
     let upper = s.to_ascii_uppercase();
@@ -165,7 +165,7 @@ pub fn parse_signal(s: &str) -> Result<Signo, String> {
 fn realtime(base: i32, offset: &str, sign: char) -> Option<Signo> {
     let n: i32 = match offset {
         "" => 0,
-        _ => offset.strip_prefix(sign)?.parse().ok()?,
+        _ => digits(offset.strip_prefix(sign)?)?,
     };
     let signo = if sign == '+' {
         base.checked_add(n)?
@@ -175,6 +175,15 @@ fn realtime(base: i32, offset: &str, sign: char) -> Option<Signo> {
     (nix::libc::SIGRTMIN()..=nix::libc::SIGRTMAX())
         .contains(&signo)
         .then_some(Signo(signo))
+}
+
+/// A number written as digits only: `str::parse` also takes `+15`, which timeout(1)
+/// does not.
+fn digits(s: &str) -> Option<i32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -200,7 +209,8 @@ mod tests {
             format!("RTMAX-{}", max - min + 1),
         ];
         for bad in [
-            "", "NOPE", "0", "-1", "SIG", "RTMIN-1", "RTMAX+1", "RTMIN+", "RTMIN+x",
+            "", "NOPE", "0", "-1", "+15", "SIG", "RTMIN-1", "RTMAX+1", "RTMIN+", "RTMIN+x",
+            "RTMIN++1", "RTMAX-+1", " 15",
         ]
         .into_iter()
         .chain(beyond.iter().map(String::as_str))
