@@ -38,11 +38,12 @@ rustPlatform.buildRustPackage {
 
   nativeBuildInputs = [ installShellFiles ];
 
-  # buildRustPackage passes --target, so these flags reach the tools and their tests but
-  # not the proc macros, which must stay dynamic.
-  buildInputs = lib.optionals staticGlibc [ glibc.static ];
+  # buildRustPackage passes --target, so RUSTFLAGS reach the tools and their tests but not
+  # the proc macros and build scripts, which must stay dynamic. The static archives are on
+  # the search path of those links only: as a build input, glibc.static's libc.a could
+  # shadow the shared libc that the proc macros link against.
   env = lib.optionalAttrs staticGlibc {
-    RUSTFLAGS = "-C target-feature=+crt-static";
+    RUSTFLAGS = "-C target-feature=+crt-static -L native=${glibc.static}/lib";
   };
 
   # The stand-in abra and the rig are `#!/usr/bin/env bash`, which the sandbox lacks.
