@@ -161,6 +161,50 @@ fn a_live_run_and_a_stale_lock_are_left_and_the_stale_one_named() {
 }
 
 #[test]
+fn a_live_run_whose_lockfile_was_unlinked_is_left_and_named() {
+    // Outside the protocol (an operator's `rm`), a run holds its domain through a lockfile
+    // no one can see any more: a probe of the path would take a fresh lock at once. The
+    // kernel's lock table still shows the run, and the janitor must leave its app alone.
+    if !swarm::available("a_live_run_whose_lockfile_was_unlinked_is_left_and_named") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("j10");
+    app.orphan("10", &d);
+    let gate = app.sb.fifo("gate");
+    let holder = crate::lock::hold_until(&app.sb, &d, &gate);
+    fs::remove_file(app.sb.lockfile(&d)).unwrap();
+    let before = leftovers(&stack(&d));
+    let line = format!(
+        "live run, leaving it: {d} — but its lockfile was unlinked while held, by {} (sh)",
+        holder.pid()
+    );
+    for args in [&["--dry-run"][..], &["--json"][..]] {
+        let out = output_within(app.janitor(&only(&[&d]), args));
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains(&line), "{args:?}: {err}");
+        assert!(
+            err.contains("0 reaped, 0 tidied, 1 left (1 stale)"),
+            "{err}"
+        );
+        if args == ["--json"] {
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(doc["domains"][0]["result"], "left", "{doc}");
+            assert_eq!(doc["domains"][0]["lockfile_unlinked"], true, "{doc}");
+        }
+    }
+    assert_eq!(leftovers(&stack(&d)), before, "a live run was touched");
+    assert!(app.env_file(&d).exists());
+    assert!(
+        !app.sb.lockfile(&d).exists(),
+        "the janitor made a new lockfile"
+    );
+    gate.release();
+    assert!(holder.finish().0.success());
+}
+
+#[test]
 fn warm_and_non_matching_apps_are_never_touched_nor_given_a_lockfile() {
     if !swarm::available("warm_and_non_matching_apps_are_never_touched_nor_given_a_lockfile") {
         return;

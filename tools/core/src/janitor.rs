@@ -26,7 +26,7 @@ use crate::domain::Domain;
 use crate::holder::Holder;
 use crate::janitor_report::{DomainReport, Outcome};
 use crate::lockdir::LockDir;
-use crate::proclocks::LockTable;
+use crate::proclocks::{LockTable, OpenBy};
 use crate::swarm::Inventory;
 use crate::teardown::{self, Teardown};
 
@@ -62,7 +62,15 @@ impl Janitor<'_> {
         let servers = self.abra_dir.join("servers");
         let lockfiles = self.lock_dir.domains().unwrap_or_default();
         let env_domains = teardown::env_domains(&servers);
+        // Read once: asked about for every held lock (for people only: who holds it).
+        let locks = LockTable::read();
+        // Held through a lockfile someone unlinked: live runs no lockfile names any more.
+        let unlinked = locks
+            .as_ref()
+            .map(|t| self.lock_dir.held_unlinked(t))
+            .unwrap_or_default();
         let mut candidates: BTreeSet<Domain> = lockfiles.iter().cloned().collect();
+        candidates.extend(unlinked.iter().map(|(d, _)| d.clone()));
         candidates.extend(env_domains.iter().cloned());
         candidates.extend(
             inventory
@@ -72,8 +80,6 @@ impl Janitor<'_> {
         );
         // Every stack name known anywhere, for the longest-prefix rule of teardown.
         let known: BTreeSet<String> = candidates.iter().map(Domain::stack_name).collect();
-        // Read once: asked about for every held lock (for people only: who holds it).
-        let locks = LockTable::read();
 
         let mut pass = Pass {
             domains: Vec::new(),
@@ -84,7 +90,17 @@ impl Janitor<'_> {
                 pass.ignored += 1;
                 continue;
             }
-            let report = self.probe_and_act(domain, &inventory, &known, &servers, locks.as_ref());
+            let holders: Vec<OpenBy> = unlinked
+                .iter()
+                .filter(|(d, _)| d == domain)
+                .map(|(_, holder)| holder.clone())
+                .collect();
+            let report = if holders.is_empty() {
+                self.probe_and_act(domain, &inventory, &known, &servers, locks.as_ref())
+            } else {
+                // Its lock is free to take, but a run holds the old one: never reap it.
+                DomainReport::held_unlinked(domain, holders)
+            };
             on_domain(&report);
             pass.domains.push(report);
         }

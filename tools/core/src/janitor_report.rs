@@ -47,6 +47,8 @@ pub struct DomainReport {
     pub held_for: Option<Duration>,
     /// For a stale lock: the processes that have the lockfile open.
     pub open_by: Vec<OpenBy>,
+    /// The lockfile was unlinked while held (outside the protocol); `open_by` holds it.
+    pub lockfile_unlinked: bool,
     pub removed: Option<Removed>,
 }
 
@@ -59,7 +61,19 @@ impl DomainReport {
             holder: None,
             held_for: None,
             open_by: Vec::new(),
+            lockfile_unlinked: false,
             removed: None,
+        }
+    }
+
+    /// A run holds `domain` through a lockfile that was unlinked: left, and warned about,
+    /// since a run that starts on the domain now would not wait for it.
+    pub fn held_unlinked(domain: &Domain, holders: Vec<OpenBy>) -> DomainReport {
+        DomainReport {
+            stale: true,
+            open_by: holders,
+            lockfile_unlinked: true,
+            ..DomainReport::new(domain)
         }
     }
 
@@ -72,6 +86,17 @@ impl DomainReport {
                 self.removed.unwrap_or_default().describe()
             ),
             Outcome::Tidied => format!("tidied {d} (nothing deployed; removed its stale lockfile)"),
+            Outcome::Left if self.lockfile_unlinked => {
+                let holders: Vec<String> = self
+                    .open_by
+                    .iter()
+                    .map(|o| format!("{} ({})", o.pid, o.comm))
+                    .collect();
+                format!(
+                    "live run, leaving it: {d} — but its lockfile was unlinked while held, by {}: a run that starts on {d} now would not wait for it",
+                    holders.join(", ")
+                )
+            }
             Outcome::Left if self.stale => {
                 let (pid, run) = pid_and_run(self.holder.as_ref());
                 let held = self.held_for.map_or("?".into(), duration::format);
@@ -105,6 +130,7 @@ struct DomainJson<'a> {
     stale: bool,
     holder: Option<&'a Holder>,
     open_by: &'a [OpenBy],
+    lockfile_unlinked: bool,
     removed: Option<Removed>,
     error: Option<&'a str>,
 }
@@ -170,6 +196,7 @@ impl Report<'_> {
                 stale: d.stale,
                 holder: d.holder.as_ref(),
                 open_by: &d.open_by,
+                lockfile_unlinked: d.lockfile_unlinked,
                 removed: d.removed,
                 error: match &d.outcome {
                     Outcome::Error(e) | Outcome::Skipped(e) => Some(e),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::Domain;
 use crate::env::EnvVars;
+use crate::proclocks::{LockTable, OpenBy};
 use crate::shareddir::{SharedDir, SharedDirError};
 
 const PREFIX: &str = "cc-ci-app-";
@@ -65,21 +66,30 @@ impl LockDir {
     pub fn domains(&self) -> io::Result<Vec<Domain>> {
         let mut domains = Vec::new();
         for entry in fs::read_dir(self.path())? {
-            let name = entry?.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Some(domain) = name
-                .strip_prefix(PREFIX)
-                .and_then(|n| n.strip_suffix(SUFFIX))
-            else {
-                continue;
-            };
-            if let Ok(domain) = Domain::parse(domain) {
+            if let Some(domain) = domain_of(&entry?.file_name()) {
                 domains.push(domain);
             }
         }
         domains.sort();
         Ok(domains)
     }
+
+    /// Domains whose lockfile here was unlinked while a process held it, with who holds
+    /// it. Outside the protocol (an operator's `rm`): the holder is a live run, though no
+    /// lockfile says so any more.
+    pub fn held_unlinked(&self, locks: &LockTable) -> Vec<(Domain, OpenBy)> {
+        locks
+            .held_unlinked(self.path())
+            .into_iter()
+            .filter_map(|(name, holder)| Some((domain_of(&name)?, holder)))
+            .collect()
+    }
+}
+
+/// The domain a lockfile's name is for: `cc-ci-app-<valid domain>.lock`.
+fn domain_of(name: &std::ffi::OsStr) -> Option<Domain> {
+    let domain = name.to_str()?.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    Domain::parse(domain).ok()
 }
 
 #[cfg(test)]

@@ -12,9 +12,11 @@
 //!
 //! where `->` marks a blocked request and the device is `major:minor` in hex.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 /// The granted flocks of the whole host, read once: a janitor pass over thousands of
 /// lockfiles asks about each, and re-reading the table every time would cost
@@ -54,13 +56,68 @@ impl LockTable {
     }
 
     fn holders_of(&self, dev: u64, ino: u64) -> Vec<i32> {
-        let dev = format!(
-            "{:02x}:{:02x}",
-            nix::sys::stat::major(dev),
-            nix::sys::stat::minor(dev)
-        );
-        self.holders.get(&(dev, ino)).cloned().unwrap_or_default()
+        self.holders
+            .get(&(dev_key(dev), ino))
+            .cloned()
+            .unwrap_or_default()
     }
+
+    /// Files of `dir` that were unlinked while someone held a flock on them: each one's
+    /// name, with the processes that hold it through a descriptor still open on it.
+    ///
+    /// Only a flock on `dir`'s device whose inode no entry of `dir` has is looked into
+    /// (through its holders' `/proc/<pid>/fd`), so this costs nothing in the normal case.
+    pub fn held_unlinked(&self, dir: &Path) -> Vec<(OsString, OpenBy)> {
+        let (Ok(canonical), Ok(meta)) = (fs::canonicalize(dir), fs::metadata(dir)) else {
+            return Vec::new();
+        };
+        let present: HashSet<u64> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok().map(|m| m.ino()))
+            .collect();
+        let dev = dev_key(meta.dev());
+        let mut found = Vec::new();
+        for ((lock_dev, ino), pids) in &self.holders {
+            if *lock_dev != dev || present.contains(ino) {
+                continue;
+            }
+            for &pid in pids {
+                if let Some(name) = unlinked_name_in(pid, &canonical, meta.dev(), *ino) {
+                    found.push((name, OpenBy::of(pid)));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// `/proc/locks` names a device as `major:minor` in hex.
+fn dev_key(dev: u64) -> String {
+    format!(
+        "{:02x}:{:02x}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    )
+}
+
+/// The name an unlinked file of `dir` had, if `pid` has a descriptor open on it (inode
+/// `ino` on `dev`): its `/proc/<pid>/fd` link reads `<dir>/<name> (deleted)`.
+fn unlinked_name_in(pid: i32, dir: &Path, dev: u64, ino: u64) -> Option<OsString> {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    fds.flatten().find_map(|fd| {
+        let target = fs::read_link(fd.path()).ok()?;
+        let name = target
+            .strip_prefix(dir)
+            .ok()?
+            .to_str()?
+            .strip_suffix(" (deleted)")?
+            .to_owned();
+        let meta = fs::metadata(fd.path()).ok()?;
+        (meta.dev() == dev && meta.ino() == ino && meta.nlink() == 0 && !name.contains('/'))
+            .then(|| OsString::from(name))
+    })
 }
 
 /// The pids holding a granted flock on the file `meta` describes; `None` when the lock
@@ -96,6 +153,16 @@ pub struct OpenBy {
     pub comm: String,
 }
 
+impl OpenBy {
+    fn of(pid: i32) -> OpenBy {
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        OpenBy {
+            pid,
+            comm: comm.trim().to_owned(),
+        }
+    }
+}
+
 /// Every process with a descriptor open on `path` (scanning `/proc/*/fd`): who leaks a
 /// lock when its holder has been gone for hours. Costly (every fd of every process), so
 /// only for locks already judged stale.
@@ -123,11 +190,7 @@ pub fn processes_with_open(path: &std::path::Path) -> Vec<OpenBy> {
                     .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
             });
         if has_it {
-            let comm = fs::read_to_string(proc.path().join("comm")).unwrap_or_default();
-            found.push(OpenBy {
-                pid,
-                comm: comm.trim().to_owned(),
-            });
+            found.push(OpenBy::of(pid));
         }
     }
     found
@@ -185,6 +248,30 @@ mod tests {
         let other = fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
         let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", other.as_raw_fd())).unwrap();
         assert_eq!(exclusive_flock_in_fdinfo(&info), None);
+    }
+
+    #[test]
+    fn finds_a_held_lockfile_that_was_unlinked() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = fs::File::create(dir.path().join("cc-ci-app-a.lock")).unwrap();
+        held.lock().unwrap();
+        let kept = fs::File::create(dir.path().join("cc-ci-app-b.lock")).unwrap();
+        kept.lock().unwrap();
+        let table = LockTable::read().unwrap();
+        assert!(
+            table.held_unlinked(dir.path()).is_empty(),
+            "nothing unlinked yet"
+        );
+        fs::remove_file(dir.path().join("cc-ci-app-a.lock")).unwrap();
+        let table = LockTable::read().unwrap();
+        let found = table.held_unlinked(dir.path());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "cc-ci-app-a.lock");
+        assert_eq!(found[0].1.pid, std::process::id() as i32);
+        // Released: nobody holds it any more.
+        drop(held);
+        let table = LockTable::read().unwrap();
+        assert!(table.held_unlinked(dir.path()).is_empty());
     }
 
     #[test]
