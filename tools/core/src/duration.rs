@@ -105,12 +105,9 @@ impl std::fmt::Display for Human {
         if d < Duration::from_secs(10) && d.subsec_millis() >= 50 {
             return write!(f, "{:.1}s", d.as_secs_f64());
         }
-        // A short deadline or grace is not "0s".
+        // A short deadline, grace or run is not "0s": `40ms`, `1.2ms`, `312µs`, `1ns`.
         if d < Duration::from_millis(50) && !d.is_zero() {
-            return match d.as_millis() {
-                0 => write!(f, "<1ms"),
-                ms => write!(f, "{ms}ms"),
-            };
+            return write!(f, "{d:?}");
         }
         let total = d.as_secs() + u64::from(d.subsec_millis() >= 500);
         let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
@@ -207,7 +204,8 @@ mod tests {
         assert_eq!(format(secs(0.3)), "0.3s");
         assert_eq!(format(secs(0.0)), "0s");
         assert_eq!(format(secs(0.04)), "40ms");
-        assert_eq!(format(Duration::from_nanos(1)), "<1ms");
+        assert_eq!(format(Duration::from_nanos(1)), "1ns");
+        assert_eq!(format(Duration::from_micros(312)), "312µs");
         assert_eq!(format(secs(12.0)), "12s");
         assert_eq!(format(secs(192.0)), "3m12s");
         assert_eq!(format(secs(300.0)), "5m");

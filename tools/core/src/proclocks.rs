@@ -65,8 +65,10 @@ impl LockTable {
     /// Files of `dir` that were unlinked while someone held a flock on them: each one's
     /// name, with the processes that hold it through a descriptor still open on it.
     ///
-    /// Only a flock on `dir`'s device whose inode no entry of `dir` has is looked into
-    /// (through its holders' `/proc/<pid>/fd`), so this costs nothing in the normal case.
+    /// Only flocks on `dir`'s device whose inode no entry of `dir` has are looked into,
+    /// and each of their holders' `/proc/<pid>/fd` is read once: nothing to read in the
+    /// normal case, and O(their descriptors) — not locks × descriptors — when another
+    /// directory on the same filesystem has many held locks.
     pub fn held_unlinked(&self, dir: &Path) -> Vec<(OsString, OpenBy)> {
         let (Ok(canonical), Ok(meta)) = (fs::canonicalize(dir), fs::metadata(dir)) else {
             return Vec::new();
@@ -78,17 +80,24 @@ impl LockTable {
             .filter_map(|e| e.metadata().ok().map(|m| m.ino()))
             .collect();
         let dev = dev_key(meta.dev());
-        let mut found = Vec::new();
+        let mut suspects: HashMap<i32, HashSet<u64>> = HashMap::new();
         for ((lock_dev, ino), pids) in &self.holders {
-            if *lock_dev != dev || present.contains(ino) {
-                continue;
+            if *lock_dev == dev && !present.contains(ino) {
+                for &pid in pids {
+                    suspects.entry(pid).or_default().insert(*ino);
+                }
             }
-            for &pid in pids {
-                if let Some(name) = unlinked_name_in(pid, &canonical, meta.dev(), *ino) {
+        }
+        let mut found = Vec::new();
+        for (pid, inodes) in suspects {
+            for (name, ino) in unlinked_in(pid, &canonical, meta.dev()) {
+                if inodes.contains(&ino) {
                     found.push((name, OpenBy::of(pid)));
                 }
             }
         }
+        found.sort_by(|a, b| (&a.0, a.1.pid).cmp(&(&b.0, b.1.pid)));
+        found.dedup();
         found
     }
 }
@@ -102,22 +111,29 @@ fn dev_key(dev: u64) -> String {
     )
 }
 
-/// The name an unlinked file of `dir` had, if `pid` has a descriptor open on it (inode
-/// `ino` on `dev`): its `/proc/<pid>/fd` link reads `<dir>/<name> (deleted)`.
-fn unlinked_name_in(pid: i32, dir: &Path, dev: u64, ino: u64) -> Option<OsString> {
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    fds.flatten().find_map(|fd| {
-        let target = fs::read_link(fd.path()).ok()?;
-        let name = target
-            .strip_prefix(dir)
-            .ok()?
-            .to_str()?
-            .strip_suffix(" (deleted)")?
-            .to_owned();
-        let meta = fs::metadata(fd.path()).ok()?;
-        (meta.dev() == dev && meta.ino() == ino && meta.nlink() == 0 && !name.contains('/'))
-            .then(|| OsString::from(name))
-    })
+/// The unlinked files of `dir` (on `dev`) that `pid` has open: `(name, inode)`, from its
+/// `/proc/<pid>/fd` links, which read `<dir>/<name> (deleted)`. Only links that read so
+/// are stat'ed.
+fn unlinked_in(pid: i32, dir: &Path, dev: u64) -> Vec<(OsString, u64)> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let target = fs::read_link(fd.path()).ok()?;
+            let name = target
+                .strip_prefix(dir)
+                .ok()?
+                .to_str()?
+                .strip_suffix(" (deleted)")?
+                .to_owned();
+            if name.contains('/') {
+                return None;
+            }
+            let meta = fs::metadata(fd.path()).ok()?;
+            (meta.dev() == dev && meta.nlink() == 0).then(|| (OsString::from(name), meta.ino()))
+        })
+        .collect()
 }
 
 /// The pids holding a granted flock on the file `meta` describes; `None` when the lock
