@@ -55,9 +55,9 @@ impl Janitor<'_> {
     }
 
     /// One pass. Docker unreachable is an error before anything is touched: a janitor
-    /// that cannot see the swarm must not guess.
+    /// that cannot see the swarm must not guess. (The inventory is the first thing asked
+    /// of docker; `ccci-janitor` has pinged it already, before creating the lock dir.)
     pub fn pass(&self, on_domain: &mut dyn FnMut(&DomainReport)) -> Result<Pass, DockerError> {
-        self.docker.ping()?;
         let inventory = Inventory::collect(self.docker)?;
         let servers = self.abra_dir.join("servers");
         let lockfiles = self.lock_dir.domains().unwrap_or_default();
