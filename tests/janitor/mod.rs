@@ -306,6 +306,51 @@ fn a_run_in_another_mount_namespace_whose_lockfile_was_unlinked_is_left() {
 }
 
 #[test]
+fn a_lockfile_unlinked_while_the_pass_reaps_another_domain_still_spares_its_run() {
+    // The pass looks at the lock table once, at its start; reaps take long. An operator's
+    // `rm` meanwhile must not let the janitor take a fresh lockfile and reap a live run.
+    if !swarm::available(
+        "a_lockfile_unlinked_while_the_pass_reaps_another_domain_still_spares_its_run",
+    ) {
+        return;
+    }
+    let mut app = App::new();
+    // Probed in this order: the orphan first.
+    let (orphan, live) = (app.domain("j13a"), app.domain("j13b"));
+    for d in [&orphan, &live] {
+        fs::write(app.env_file(d), "TYPE=two-services\n").unwrap();
+    }
+    let gate = app.sb.fifo("gate");
+    let holder = crate::lock::hold_until(&app.sb, &live, &gate);
+    // Once the orphan's reap is under way (its `.env` gone), the operator's `rm`.
+    let docker = app.sb.path("docker");
+    fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] || rm -f '{}'\nexec docker \"$@\"\n",
+            app.env_file(&orphan).display(),
+            app.sb.lockfile(&live).display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = app.janitor(&only(&[&orphan, &live]), &["--json"]);
+    cmd.env("CCCI_DOCKER", &docker);
+    let out = output_within(cmd);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!app.env_file(&orphan).exists(), "{err}");
+    assert!(!app.sb.lockfile(&live).exists(), "no rm happened: {err}");
+    assert!(app.env_file(&live).exists(), "a live run was reaped: {err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["domains"][1]["domain"], live.as_str(), "{doc}");
+    assert_eq!(doc["domains"][1]["result"], "left", "{doc}");
+    assert_eq!(doc["domains"][1]["lockfile_unlinked"], true, "{doc}");
+    gate.release();
+    assert!(holder.finish().0.success());
+}
+
+#[test]
 fn warm_and_non_matching_apps_are_never_touched_nor_given_a_lockfile() {
     if !swarm::available("warm_and_non_matching_apps_are_never_touched_nor_given_a_lockfile") {
         return;
