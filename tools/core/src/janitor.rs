@@ -151,6 +151,21 @@ impl Janitor<'_> {
             }
         };
         let lock = applock::AppLock::from_verified(file, path, domain.clone());
+        // The pass looked for runs holding an unlinked lockfile when it started, and reaps
+        // take long: a lockfile unlinked since would have us reap a live run. Look again.
+        let holders: Vec<OpenBy> = match has_resources.then(LockTable::read).flatten() {
+            Some(t) => self.lock_dir.held_unlinked(&t),
+            None => Vec::new(),
+        }
+        .into_iter()
+        .filter(|(d, _)| d == domain)
+        .map(|(_, holder)| holder)
+        .collect();
+        if !holders.is_empty() {
+            // The lockfile our probe made: held and verified, it goes as a tidy's would.
+            let _ = lock.remove_lockfile();
+            return DomainReport::held_unlinked(domain, holders);
+        }
         report.outcome = if has_resources {
             // Held and verified: say who holds it, so a run that now blocks on this
             // domain for the length of the reap shows us. (A tidy takes no time.)

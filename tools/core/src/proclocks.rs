@@ -15,8 +15,9 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The granted flocks of the whole host, read once: a janitor pass over thousands of
 /// lockfiles asks about each, and re-reading the table every time would cost
@@ -65,35 +66,59 @@ impl LockTable {
     /// Files of `dir` that were unlinked while someone held a flock on them: each one's
     /// name, with the processes that hold it through a descriptor still open on it.
     ///
-    /// Only flocks on `dir`'s device whose inode no entry of `dir` has are looked into,
-    /// and each of their holders' `/proc/<pid>/fd` is read once: nothing to read in the
-    /// normal case, and O(their descriptors) — not locks × descriptors — when another
-    /// directory on the same filesystem has many held locks.
+    /// Only a flock on `dir`'s device whose inode no entry of `dir` has is looked into, so
+    /// this costs nothing in the normal case. Its holders' `/proc/<pid>/fd` are read once
+    /// each, however many locks they hold. The table names the process that *placed* a
+    /// lock: when that one no longer has the file open (it exited and a child that
+    /// inherited the descriptor holds on, as `ccci-lock D -- sh -c 'cmd &'` does) or is
+    /// out of sight (another PID namespace: pid 0), every process is looked at, once.
     pub fn held_unlinked(&self, dir: &Path) -> Vec<(OsString, OpenBy)> {
-        let (Ok(canonical), Ok(meta)) = (fs::canonicalize(dir), fs::metadata(dir)) else {
+        let Ok(meta) = fs::metadata(dir) else {
             return Vec::new();
         };
+        let dev = dev_key(meta.dev());
+        let on_dev: Vec<(u64, &Vec<i32>)> = self
+            .holders
+            .iter()
+            .filter(|((d, _), _)| *d == dev)
+            .map(|((_, ino), pids)| (*ino, pids))
+            .collect();
+        if on_dev.is_empty() {
+            return Vec::new();
+        }
         let present: HashSet<u64> = fs::read_dir(dir)
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| e.metadata().ok().map(|m| m.ino()))
+            .map(|e| std::os::unix::fs::DirEntryExt::ino(&e))
             .collect();
-        let dev = dev_key(meta.dev());
-        let mut suspects: HashMap<i32, HashSet<u64>> = HashMap::new();
-        for ((lock_dev, ino), pids) in &self.holders {
-            if *lock_dev == dev && !present.contains(ino) {
-                for &pid in pids {
-                    suspects.entry(pid).or_default().insert(*ino);
-                }
-            }
+        let missing: HashMap<u64, &Vec<i32>> = on_dev
+            .into_iter()
+            .filter(|(ino, _)| !present.contains(ino))
+            .collect();
+        if missing.is_empty() {
+            return Vec::new();
         }
+        let dir = DirId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            canonical: fs::canonicalize(dir).ok(),
+        };
         let mut found = Vec::new();
-        for (pid, inodes) in suspects {
-            for (name, ino) in unlinked_in(pid, &canonical, meta.dev()) {
-                if inodes.contains(&ino) {
-                    found.push((name, OpenBy::of(pid)));
-                }
+        let mut looked: HashSet<i32> = HashSet::new();
+        let mut open: HashSet<u64> = HashSet::new();
+        let placers: std::collections::BTreeSet<i32> =
+            missing.values().flat_map(|p| p.iter().copied()).collect();
+        for pid in placers {
+            looked.insert(pid);
+            let fds = open_files(pid, &dir, &missing, true);
+            open.extend(fds.open);
+            found.extend(fds.unlinked.into_iter().map(|n| (n, OpenBy::of(pid))));
+        }
+        if missing.keys().any(|ino| !open.contains(ino)) {
+            for pid in all_pids().filter(|p| !looked.contains(p)) {
+                let fds = open_files(pid, &dir, &missing, false);
+                found.extend(fds.unlinked.into_iter().map(|n| (n, OpenBy::of(pid))));
             }
         }
         found.sort_by(|a, b| (&a.0, a.1.pid).cmp(&(&b.0, b.1.pid)));
@@ -111,29 +136,80 @@ fn dev_key(dev: u64) -> String {
     )
 }
 
-/// The unlinked files of `dir` (on `dev`) that `pid` has open: `(name, inode)`, from its
-/// `/proc/<pid>/fd` links, which read `<dir>/<name> (deleted)`. Only links that read so
-/// are stat'ed.
-fn unlinked_in(pid: i32, dir: &Path, dev: u64) -> Vec<(OsString, u64)> {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
+/// A lock dir, by identity and by the path the kernel would show for it.
+struct DirId {
+    dev: u64,
+    ino: u64,
+    canonical: Option<PathBuf>,
+}
+
+impl DirId {
+    /// Whether `parent`, as `pid`'s `/proc/<pid>/fd` link shows it, is this directory:
+    /// by path, or by identity — in `pid`'s own view (another mount namespace, where the
+    /// lock dir is bind-mounted elsewhere), or in ours (a bind mount here).
+    fn is(&self, pid: i32, parent: &Path) -> bool {
+        let same =
+            |p: &Path| fs::metadata(p).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+        self.canonical.as_deref() == Some(parent)
+            || parent
+                .strip_prefix("/")
+                .is_ok_and(|rel| same(&Path::new(&format!("/proc/{pid}/root")).join(rel)))
+            || same(parent)
+    }
+}
+
+/// What one process has open among `missing`: which of those inodes (only when `all`:
+/// that costs a `stat` of every descriptor), and the names of the lockfiles of `dir`
+/// among them that were unlinked.
+struct OpenFiles {
+    open: Vec<u64>,
+    unlinked: Vec<OsString>,
+}
+
+fn open_files(pid: i32, dir: &DirId, missing: &HashMap<u64, &Vec<i32>>, all: bool) -> OpenFiles {
+    let mut files = OpenFiles {
+        open: Vec::new(),
+        unlinked: Vec::new(),
     };
-    fds.flatten()
-        .filter_map(|fd| {
-            let target = fs::read_link(fd.path()).ok()?;
-            let name = target
-                .strip_prefix(dir)
-                .ok()?
-                .to_str()?
-                .strip_suffix(" (deleted)")?
-                .to_owned();
-            if name.contains('/') {
-                return None;
-            }
-            let meta = fs::metadata(fd.path()).ok()?;
-            (meta.dev() == dev && meta.nlink() == 0).then(|| (OsString::from(name), meta.ino()))
-        })
-        .collect()
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return files;
+    };
+    for fd in fds.flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        let target = target.into_os_string().into_vec();
+        let deleted = target.strip_suffix(b" (deleted)");
+        // Sockets, pipes and anonymous inodes are no files of a directory.
+        if !target.starts_with(b"/") || (!all && deleted.is_none()) {
+            continue;
+        }
+        let Ok(meta) = fs::metadata(fd.path()) else {
+            continue;
+        };
+        if meta.dev() != dir.dev || !missing.contains_key(&meta.ino()) {
+            continue;
+        }
+        files.open.push(meta.ino());
+        let Some(path) = deleted.map(|p| PathBuf::from(OsString::from_vec(p.to_vec()))) else {
+            continue;
+        };
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+            && dir.is(pid, parent)
+        {
+            files.unlinked.push(name.to_owned());
+        }
+    }
+    files
+}
+
+/// Every process in sight.
+fn all_pids() -> impl Iterator<Item = i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse().ok())
 }
 
 /// The pids holding a granted flock on the file `meta` describes; `None` when the lock
@@ -288,6 +364,35 @@ mod tests {
         drop(held);
         let table = LockTable::read().unwrap();
         assert!(table.held_unlinked(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn flocks_held_elsewhere_on_the_device_cost_one_look_at_their_holder() {
+        // One process holding thousands of flocks on the lock dir's filesystem (another
+        // tool's lock dir, a benchmark): its descriptors are read once, not once per lock.
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        const N: u64 = 3000;
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        if soft < N + 200 {
+            setrlimit(Resource::RLIMIT_NOFILE, hard.min(N + 1000), hard).unwrap();
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (locks, other) = (tmp.path().join("locks"), tmp.path().join("other"));
+        fs::create_dir(&locks).unwrap();
+        fs::create_dir(&other).unwrap();
+        let held: Vec<fs::File> = (0..N)
+            .map(|i| {
+                let f = fs::File::create(other.join(format!("cc-ci-app-x{i}.lock"))).unwrap();
+                f.lock().unwrap();
+                f
+            })
+            .collect();
+        let table = LockTable::read().unwrap();
+        let start = std::time::Instant::now();
+        assert!(table.held_unlinked(&locks).is_empty());
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+        drop(held);
     }
 
     #[test]
