@@ -133,6 +133,19 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
     let pid = child::spawn(&plan.command, &inherited)?;
     let start = Instant::now();
     let started_at = timefmt::now_millis();
+    let mut run = Run {
+        plan,
+        pid,
+        start,
+        termination: None,
+        grace_end: None,
+        kill_sent: false,
+    };
+    if orphaned.is_some() {
+        // As if the parent-death signal had come: the same TERM, the same grace. Signal
+        // first — before even the start line — and log after.
+        run.request(Signal::SIGTERM);
+    }
     if !plan.quiet {
         let deadline = match plan.deadline {
             Some(d) => format!("deadline {} at {}", human(d), timefmt::seconds_from_now(d)),
@@ -144,18 +157,7 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
             human(plan.grace)
         ));
     }
-    let mut run = Run {
-        plan,
-        pid,
-        start,
-        termination: None,
-        grace_end: None,
-        kill_sent: false,
-    };
     if let Some(parent) = orphaned {
-        // As if the parent-death signal had come: the same TERM, the same grace. Signal
-        // first, log after.
-        run.request(Signal::SIGTERM);
         say(format_args!(
             "{TOOL}: parent pid {parent} died before the guard could watch it; sending TERM to process group {pid}"
         ));
