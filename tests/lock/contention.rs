@@ -256,3 +256,66 @@ fn garbage_in_the_lockfile_reads_as_unknown_and_is_replaced() {
     let meta: serde_json::Value = serde_json::from_slice(&out).expect("metadata replaced whole");
     assert_eq!(meta["tool"], "ccci-lock");
 }
+
+#[test]
+fn a_run_holding_through_a_lockfile_removed_by_hand_is_waited_for() {
+    // Outside the protocol: a holder's lockfile is removed by hand. A newcomer gets a
+    // fresh lockfile at once, yet the domain is still held — it must wait, visibly, for
+    // the holder to end, and never be inside with it (enter/leave marks).
+    let sb = Sandbox::new();
+    let go = sb.fifo("go");
+    let log = sb.path("log");
+    let holder = hold(
+        &sb,
+        D,
+        &[],
+        &format!(
+            "echo 'enter A' >> '{l}'; read x < '{g}'; echo 'leave A' >> '{l}'",
+            l = log.display(),
+            g = go.path.display()
+        ),
+    );
+    std::fs::remove_file(sb.lockfile(D)).unwrap();
+    let mut newcomer = sb.cmd("ccci-lock");
+    newcomer.current_dir(sb.tmp.path()).args([
+        D,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo 'enter B' >> '{l}'; echo 'leave B' >> '{l}'",
+            l = log.display()
+        ),
+    ]);
+    let mut newcomer = Background::spawn(newcomer);
+    let line = newcomer.wait_for("removed by hand — waiting for it to end ==");
+    assert!(
+        line.contains(&format!("held by pid {} (sh)", holder.pid())),
+        "{line}"
+    );
+    go.release();
+    let (status, lines) = newcomer.finish();
+    assert!(status.success(), "{lines:?}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with(&format!("== app lock: acquired {D} after "))),
+        "{lines:?}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(crate::support::assert_no_overlap(&log), 2, "{log}");
+    assert!(log.starts_with("enter A\nleave A\n"), "{log}");
+    // Without waiting, it says who holds the domain, and how.
+    let holder = hold(&sb, D, &[], &format!("read x < '{}'", go.path.display()));
+    std::fs::remove_file(sb.lockfile(D)).unwrap();
+    sb.assert("ccci-lock")
+        .args(["--no-wait", D, "--", "true"])
+        .assert()
+        .code(75)
+        .stderr(predicate::str::contains(format!(
+            "{D} is held by pid {} (sh) through a lockfile that was removed by hand — not waiting",
+            holder.pid()
+        )));
+    go.release();
+    assert!(holder.finish().0.success());
+}

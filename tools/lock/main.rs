@@ -5,6 +5,7 @@
 mod cli;
 
 use std::ffi::{OsStr, OsString};
+use std::time::{Duration, Instant};
 
 use ccci_core::applock::{Acquisition, AppLock, Wait, WaitEvent};
 use ccci_core::cli::{emit, parse_or_exit};
@@ -157,6 +158,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             lock.path().display()
         );
     }
+    // Held, and our metadata says so; but a run may hold the domain through a lockfile
+    // someone removed by hand, which the fresh one did not make us wait for.
+    let waited = match wait_out_unlinked_holders(
+        &dir,
+        &domain,
+        wait,
+        waited,
+        cli.progress_interval,
+        quiet,
+    ) {
+        Ok(waited) => waited,
+        Err(how) => {
+            diag!(TOOL, "{how}");
+            return Ok(i32::from(cli.conflict_exit_code));
+        }
+    };
     let file = lock.path().to_owned();
     let fd = lock.into_inherited_fd()?;
     if !quiet {
@@ -169,6 +186,75 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(exec_holding(&cli.command, fd, &file, &domain))
+}
+
+/// Wait, holding our lock, while another run holds `domain` through a lockfile that was
+/// removed by hand (`ccci_core::applock::unlinked_holders`), within the same `--wait`
+/// budget; the total time waited, or why we give up.
+fn wait_out_unlinked_holders(
+    dir: &LockDir,
+    domain: &Domain,
+    wait: Wait,
+    waited: Option<Duration>,
+    progress: Duration,
+    quiet: bool,
+) -> Result<Option<Duration>, String> {
+    let now = Instant::now();
+    let start = now.checked_sub(waited.unwrap_or_default()).unwrap_or(now);
+    let progress = progress.max(Duration::from_millis(10));
+    // When the next progress line is due; `None` until we have waited at all.
+    let mut next_line: Option<Instant> = None;
+    loop {
+        let holders = ccci_core::applock::unlinked_holders(dir, domain);
+        if holders.is_empty() {
+            return Ok(if next_line.is_some() {
+                Some(start.elapsed())
+            } else {
+                waited
+            });
+        }
+        let who: Vec<String> = holders
+            .iter()
+            .map(|h| format!("pid {} ({})", h.pid, h.comm))
+            .collect();
+        let who = who.join(", ");
+        let so_far = start.elapsed();
+        let giving_up = match wait {
+            Wait::No => Some("not waiting".to_owned()),
+            Wait::For(limit) if so_far >= limit => {
+                Some(format!("gave up after {}", duration::format_secs(so_far)))
+            }
+            _ => None,
+        };
+        if let Some(how) = giving_up {
+            return Err(format!(
+                "{domain} is held by {who} through a lockfile that was removed by hand — {how}"
+            ));
+        }
+        let now = Instant::now();
+        match next_line {
+            None => {
+                if !quiet {
+                    say!(
+                        "== app lock: {domain} is also held by {who} through a lockfile that was removed by hand — waiting for it to end =="
+                    );
+                }
+                next_line = Some(now + progress);
+            }
+            Some(at) if now >= at => {
+                if !quiet {
+                    say!(
+                        "== app lock: still waiting for {domain} after {} (held by {who} through a removed lockfile) ==",
+                        duration::format(so_far)
+                    );
+                }
+                next_line = Some(now + progress);
+            }
+            Some(_) => {}
+        }
+        // No descriptor of the removed file to block on: look again shortly.
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Exec the command with the lock's descriptor and the variables that name it.

@@ -286,6 +286,21 @@ pub fn inherited(dir: &LockDir, domain: &Domain) -> Option<RawFd> {
     same.then_some(fd)
 }
 
+/// The processes that hold `domain` through a lockfile someone removed by hand (outside
+/// the protocol, which unlinks only while holding): a fresh lockfile at the path did not
+/// make us wait for them, yet they are a run of the domain. Empty when the kernel's lock
+/// table cannot be read.
+pub fn unlinked_holders(dir: &LockDir, domain: &Domain) -> Vec<crate::proclocks::OpenBy> {
+    let Some(table) = crate::proclocks::LockTable::read() else {
+        return Vec::new();
+    };
+    dir.held_unlinked(&table)
+        .into_iter()
+        .filter(|(d, _)| d == domain)
+        .map(|(_, holder)| holder)
+        .collect()
+}
+
 /// Who holds the lock on `file`, for people to read: its metadata when the kernel's lock
 /// table agrees that pid holds it; when it names another pid (the metadata is a past
 /// holder's: the current one, e.g. `flock(1)`, wrote none), just that pid.
