@@ -3,6 +3,7 @@
 //! comes before the unlink) unlinks the name wakes holding a dead inode,
 //! while a newcomer holds a fresh inode under the same name. ccci-lock must notice
 //! (identity check), reopen, and wait for the newcomer: the two never hold D together.
+//! (The newcomer itself waits while the unlinker still holds the dead inode.)
 //! flock(1) has exactly this race.
 
 use super::{D, hold};
@@ -51,7 +52,8 @@ fn a_waiter_woken_on_an_unlinked_inode_never_overlaps_the_newcomer() {
         ga.release();
         a.wait_for("unlinked");
 
-        // Phase 4: C, started after the unlink, creates and holds a fresh inode.
+        // Phase 4: C, started after the unlink, creates and locks a fresh inode — and,
+        // since A still holds the unlinked one, waits for A (docs/lock.md, step 6).
         let mut c = sb.cmd("ccci-lock");
         c.args([
             D,
@@ -61,12 +63,13 @@ fn a_waiter_woken_on_an_unlinked_inode_never_overlaps_the_newcomer() {
             &marked(&format!("C{round}"), &log, &p(&gc)),
         ]);
         let mut c = Background::spawn(c);
-        c.wait_for("== app lock: acquired");
+        c.wait_for("removed by hand — waiting for it to end ==");
 
-        // Phase 5: A exits; B wakes on the dead inode. It must reopen and wait for C,
-        // not enter.
+        // Phase 5: A exits; C goes in. B wakes on the dead inode: it must reopen and wait
+        // for C, not enter.
         ga2.release();
         assert!(a.finish().0.success());
+        c.wait_for("== app lock: acquired");
         let (which, line) = b.wait_for_any(&["reopening", "== app lock: acquired"]);
         assert_eq!(
             which, 0,
