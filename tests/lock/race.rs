@@ -51,7 +51,8 @@ fn a_waiter_woken_on_an_unlinked_inode_never_overlaps_the_newcomer() {
         ga.release();
         a.wait_for("unlinked");
 
-        // Phase 4: C, started after the unlink, creates and holds a fresh inode.
+        // Phase 4: C, started after the unlink, creates and holds a fresh inode; A holds
+        // the dead one still, so C waits for A to end (step 6) — holding its own lock.
         let mut c = sb.cmd("ccci-lock");
         c.args([
             D,
@@ -61,12 +62,17 @@ fn a_waiter_woken_on_an_unlinked_inode_never_overlaps_the_newcomer() {
             &marked(&format!("C{round}"), &log, &p(&gc)),
         ]);
         let mut c = Background::spawn(c);
-        c.wait_for("== app lock: acquired");
+        let line = c.wait_for("removed by hand — waiting for it to end ==");
+        assert!(
+            line.contains(&format!("held by pid {} (sh)", a.pid())),
+            "{line}"
+        );
 
         // Phase 5: A exits; B wakes on the dead inode. It must reopen and wait for C,
-        // not enter.
+        // not enter; C, A gone, goes on.
         ga2.release();
         assert!(a.finish().0.success());
+        c.wait_for("== app lock: acquired");
         let (which, line) = b.wait_for_any(&["reopening", "== app lock: acquired"]);
         assert_eq!(
             which, 0,
