@@ -319,3 +319,31 @@ fn a_run_holding_through_a_lockfile_removed_by_hand_is_waited_for() {
     go.release();
     assert!(holder.finish().0.success());
 }
+
+#[test]
+fn a_nested_run_whose_lockfile_was_removed_by_hand_does_not_wait_for_itself() {
+    // The outer run's lockfile is removed by hand; the command then runs `ccci-lock D`
+    // again. The dead inode's holder is the outer run — this one's own, through the
+    // descriptor it passed down — never someone to wait for (that would be forever).
+    let sb = Sandbox::new();
+    let lock = crate::support::bin("ccci-lock");
+    let mut outer = sb.assert("ccci-lock");
+    outer.timeout(Duration::from_secs(10)).args([
+        "-w",
+        "5",
+        D,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "rm \"$CCCI_LOCK_FILE\" && '{l}' -w 5 {D} -- echo inner-ran",
+            l = lock.display()
+        ),
+    ]);
+    outer
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("inner-ran"))
+        .stdout(predicate::str::contains("removed by hand").not())
+        .stderr(predicate::str::contains("removed by hand").not());
+}

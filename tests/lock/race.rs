@@ -3,7 +3,6 @@
 //! comes before the unlink) unlinks the name wakes holding a dead inode,
 //! while a newcomer holds a fresh inode under the same name. ccci-lock must notice
 //! (identity check), reopen, and wait for the newcomer: the two never hold D together.
-//! (The newcomer itself waits while the unlinker still holds the dead inode.)
 //! flock(1) has exactly this race.
 
 use super::{D, hold};
@@ -52,8 +51,8 @@ fn a_waiter_woken_on_an_unlinked_inode_never_overlaps_the_newcomer() {
         ga.release();
         a.wait_for("unlinked");
 
-        // Phase 4: C, started after the unlink, creates and locks a fresh inode — and,
-        // since A still holds the unlinked one, waits for A (docs/lock.md, step 6).
+        // Phase 4: C, started after the unlink, creates and holds a fresh inode; A holds
+        // the dead one still, so C waits for A to end (step 6) — holding its own lock.
         let mut c = sb.cmd("ccci-lock");
         c.args([
             D,
@@ -63,10 +62,14 @@ fn a_waiter_woken_on_an_unlinked_inode_never_overlaps_the_newcomer() {
             &marked(&format!("C{round}"), &log, &p(&gc)),
         ]);
         let mut c = Background::spawn(c);
-        c.wait_for("removed by hand — waiting for it to end ==");
+        let line = c.wait_for("removed by hand — waiting for it to end ==");
+        assert!(
+            line.contains(&format!("held by pid {} (sh)", a.pid())),
+            "{line}"
+        );
 
-        // Phase 5: A exits; C goes in. B wakes on the dead inode: it must reopen and wait
-        // for C, not enter.
+        // Phase 5: A exits; B wakes on the dead inode. It must reopen and wait for C,
+        // not enter; C, A gone, goes on.
         ga2.release();
         assert!(a.finish().0.success());
         c.wait_for("== app lock: acquired");

@@ -288,17 +288,26 @@ pub fn inherited(dir: &LockDir, domain: &Domain) -> Option<RawFd> {
 
 /// The processes that hold `domain` through a lockfile someone removed by hand (outside
 /// the protocol, which unlinks only while holding): a fresh lockfile at the path did not
-/// make us wait for them, yet they are a run of the domain. Empty when the kernel's lock
-/// table cannot be read.
+/// make us wait for them, yet they are a run of the domain. Never our own run: a lock that
+/// a descriptor of ours holds (our own, or one a parent `ccci-lock` passed down, whose
+/// lockfile was removed) is left out, or a nested run would wait for itself forever.
+/// Empty when the kernel's lock table cannot be read.
 pub fn unlinked_holders(dir: &LockDir, domain: &Domain) -> Vec<crate::proclocks::OpenBy> {
     let Some(table) = crate::proclocks::LockTable::read() else {
         return Vec::new();
     };
-    dir.held_unlinked(&table)
-        .into_iter()
-        .filter(|(d, _)| d == domain)
-        .map(|(_, holder)| holder)
-        .collect()
+    let of_domain = |table: &crate::proclocks::LockTable| -> Vec<crate::proclocks::OpenBy> {
+        dir.held_unlinked(table)
+            .into_iter()
+            .filter(|(d, _)| d == domain)
+            .map(|(_, holder)| holder)
+            .collect()
+    };
+    // Normally there is none; only then is it worth reading our own descriptors.
+    if of_domain(&table).is_empty() {
+        return Vec::new();
+    }
+    of_domain(&table.without_our_own())
 }
 
 /// Who holds the lock on `file`, for people to read: its metadata when the kernel's lock

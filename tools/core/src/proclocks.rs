@@ -63,6 +63,25 @@ impl LockTable {
             .unwrap_or_default()
     }
 
+    /// This table without the flocks that an open file description of this process holds
+    /// (`/proc/self/fdinfo`): whoever else holds those shares that description with us —
+    /// our own run (a parent that passed us its descriptor, or our own lock) — and is
+    /// never someone to wait for.
+    pub fn without_our_own(mut self) -> LockTable {
+        let Ok(fds) = fs::read_dir("/proc/self/fdinfo") else {
+            return self;
+        };
+        for fd in fds.flatten() {
+            let Ok(info) = fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            if let Some((dev, ino)) = exclusive_flock_in_fdinfo(&info) {
+                self.holders.remove(&(dev_key(dev), ino));
+            }
+        }
+        self
+    }
+
     /// Files of `dir` that were unlinked while someone held a flock on them: each one's
     /// name, with the processes that hold it through a descriptor still open on it.
     ///
