@@ -90,6 +90,32 @@ impl Drop for Run {
     }
 }
 
+/// Fill a pipe to the last byte, as another writer sharing it would, and leave it
+/// blocking again: O_NONBLOCK belongs to the open file description, which whoever gets
+/// the pipe as stderr shares.
+pub fn fill(pipe: &impl std::os::fd::AsFd) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+    while nix::unistd::write(pipe, &[b'x'; 4096]).is_ok() {}
+    while nix::unistd::write(pipe, b"x").is_ok() {}
+    fcntl(pipe, FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+}
+
+/// Wait (bounded) for `child` to exit; on a hang, kill it and fail with `hung`.
+pub fn exit_within(child: &mut std::process::Child, hung: &str) -> std::process::ExitStatus {
+    let end = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("{hung}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Wait (bounded) until `path` holds a line containing `needle`; returns the content.
 pub fn wait_for_mark(path: &Path, needle: &str) -> String {
     let end = Instant::now() + PATIENCE;

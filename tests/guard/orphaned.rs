@@ -23,7 +23,20 @@ use crate::support::{PATIENCE, bin};
 
 /// `sh stop-then-exec.sh CMD...`: stops itself, and once continued becomes CMD. Tracing
 /// starts while it is stopped, so nothing of CMD runs untraced.
-pub(super) const STOP_THEN_EXEC: &str = "kill -STOP $$; exec \"$@\"\n";
+const STOP_THEN_EXEC: &str = "kill -STOP $$; exec \"$@\"\n";
+
+/// `sh stop-then-exec.sh ccci-guard ARGS...` in the run's sandbox: a guard that stops
+/// itself before it starts, so that it can be traced from its first instruction.
+pub(super) fn stopped_guard(run: &Run, args: &[&str]) -> Command {
+    fs::write(run.sb.path("stop-then-exec.sh"), STOP_THEN_EXEC).unwrap();
+    let mut guard = Command::new("sh");
+    run.prepare(&mut guard);
+    guard
+        .arg("stop-then-exec.sh")
+        .arg(bin("ccci-guard"))
+        .args(args);
+    guard
+}
 
 /// Waits on this thread's children and tracees only: the other tests' children belong to
 /// other threads of this process and must not be reaped here.
@@ -214,15 +227,20 @@ fn a_parent_that_dies_before_the_guard_arms_its_death_signal_still_ends_the_comm
 #[test]
 fn a_guard_that_dies_before_its_child_arms_the_death_signal_never_starts_the_command() {
     let run = Run::new();
-    fs::write(run.sb.path("stop-then-exec.sh"), STOP_THEN_EXEC).unwrap();
-    let mut guard = Command::new("sh");
-    run.prepare(&mut guard);
-    guard
-        .arg("stop-then-exec.sh")
-        .arg(bin("ccci-guard"))
-        .args(["-q", "--deadline", "0", "--"])
-        .args(["sh", "-c", "echo started > started; exec sleep 100"]);
-    let guard = guard.spawn().unwrap();
+    let guard = stopped_guard(
+        &run,
+        &[
+            "-q",
+            "--deadline",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "echo started > started; exec sleep 100",
+        ],
+    )
+    .spawn()
+    .unwrap();
     let guard_pid = Pid::from_raw(guard.id() as i32);
     wait_until_stopped(guard_pid);
 

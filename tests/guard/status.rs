@@ -354,15 +354,9 @@ fn a_stderr_nobody_reads_does_not_stop_the_grace_kill() {
     // Drone stops reading a step's output pipe: the guard's log lines must not block its
     // loop, or after the deadline the KILL would never come. Its stderr here is a pipe
     // filled to the brim that nobody reads until the guard has exited.
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let run = Run::new();
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
-    fcntl(&write_end, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
-    let chunk = [b'x'; 4096];
-    while nix::unistd::write(&write_end, &chunk).is_ok() {}
-    while nix::unistd::write(&write_end, b"x").is_ok() {}
-    // Blocking again, as a real stderr pipe is: the flag belongs to the shared file.
-    fcntl(&write_end, FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+    super::fill(&write_end);
     let report = run.path("report.json");
     let mut guard = run.guard(&[
         "-d",
@@ -378,17 +372,7 @@ fn a_stderr_nobody_reads_does_not_stop_the_grace_kill() {
     ]);
     guard.stderr(std::fs::File::from(write_end));
     let mut guard = guard.spawn().unwrap();
-    let end = std::time::Instant::now() + crate::support::PATIENCE;
-    let status = loop {
-        if let Some(status) = guard.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > end {
-            let _ = guard.kill();
-            panic!("the guard hung on its stderr");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let status = super::exit_within(&mut guard, "the guard hung on its stderr");
     assert_eq!(status.code(), Some(137), "the grace period ended in a KILL");
     run.assert_nothing_alive();
     // The lines it could not write are gone; the report has the facts.

@@ -5,35 +5,22 @@
 //! the pipe, and lets the write go on.
 
 use std::fs;
-use std::os::fd::AsFd;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::libc;
 use nix::sys::ptrace::{self, Options};
 use nix::unistd::Pid;
 
 use super::orphaned::{
-    Hold, STOP_THEN_EXEC, hold_at, seize_and_continue, syscall_entry, wait_until_stopped,
+    Hold, hold_at, seize_and_continue, stopped_guard, syscall_entry, wait_until_stopped,
 };
-use super::{Run, comm_and_state};
-use crate::support::{PATIENCE, bin};
+use super::{Run, comm_and_state, exit_within, fill};
+use crate::support::PATIENCE;
 
 /// Is `pid`, in a syscall-stop, entering a write to its stderr?
 fn writing_to_stderr(pid: Pid) -> bool {
     let writes = [libc::SYS_write, libc::SYS_writev, libc::SYS_pwritev2];
     syscall_entry(pid).is_some_and(|(nr, args)| writes.contains(&(nr as i64)) && args[0] == 2)
-}
-
-/// Fill the pipe to the last byte, as a writer sharing it would.
-fn fill(pipe: &impl AsFd) {
-    // O_NONBLOCK belongs to the open file description the guard shares: set it only while
-    // the guard is held, and clear it before the guard writes.
-    fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
-    while nix::unistd::write(pipe, &[b'x'; 4096]).is_ok() {}
-    while nix::unistd::write(pipe, b"x").is_ok() {}
-    fcntl(pipe, FcntlArg::F_SETFL(OFlag::empty())).unwrap();
 }
 
 /// Whether this kernel can refuse a pipe write instead of blocking (`RWF_NOWAIT` on
@@ -70,14 +57,12 @@ fn a_stderr_that_fills_between_the_poll_and_the_write_does_not_stop_the_guard() 
         return;
     }
     let run = Run::new();
-    fs::write(run.sb.path("stop-then-exec.sh"), STOP_THEN_EXEC).unwrap();
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
-    let mut guard = Command::new("sh");
-    run.prepare(&mut guard);
+    let mut guard = stopped_guard(
+        &run,
+        &["-d", "0.3", "-k", "0.3", "--report", "r.json", "--"],
+    );
     guard
-        .arg("stop-then-exec.sh")
-        .arg(bin("ccci-guard"))
-        .args(["-d", "0.3", "-k", "0.3", "--report", "r.json", "--"])
         .args(["sh", "-c", "trap '' TERM; sleep 100"])
         .stderr(write_end.try_clone().unwrap());
     let mut guard = guard.spawn().unwrap();
@@ -90,17 +75,7 @@ fn a_stderr_that_fills_between_the_poll_and_the_write_does_not_stop_the_guard() 
     fill(&write_end);
     ptrace::detach(pid, None).unwrap();
 
-    let end = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = guard.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > end {
-            let _ = guard.kill();
-            panic!("the guard hung on its stderr");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut guard, "the guard hung on its stderr");
     assert_eq!(status.code(), Some(137), "the grace period ended in a KILL");
     let r: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(run.sb.path("r.json")).unwrap()).unwrap();
@@ -115,17 +90,14 @@ fn the_sweeps_kill_goes_out_before_the_line_that_announces_it() {
     // The guard is held on entry to its first write (with -q: the "grace over" line), and
     // the leftover, which ignores TERM, must already be dead by then.
     let run = Run::new();
-    fs::write(run.sb.path("stop-then-exec.sh"), STOP_THEN_EXEC).unwrap();
-    let mut guard = Command::new("sh");
-    run.prepare(&mut guard);
-    guard
-        .arg("stop-then-exec.sh")
-        .arg(bin("ccci-guard"))
-        .args(["-q", "-k", "0.3", "--report", "r.json", "--", "sh", "-c"])
-        .arg(
-            "sh -c 'trap \"\" TERM; echo $$ > leftover.pid; exec sleep 100' & \
+    let mut guard = stopped_guard(
+        &run,
+        &["-q", "-k", "0.3", "--report", "r.json", "--", "sh", "-c"],
+    );
+    guard.arg(
+        "sh -c 'trap \"\" TERM; echo $$ > leftover.pid; exec sleep 100' & \
              until [ -s leftover.pid ]; do sleep 0.01; done; exit 0",
-        );
+    );
     let mut guard = guard.spawn().unwrap();
     let pid = Pid::from_raw(guard.id() as i32);
     wait_until_stopped(pid);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ccci_core::cli::{emit, parse_or_exit};
-use ccci_core::docker::Docker;
+use ccci_core::docker::{Docker, DockerError};
 use ccci_core::env::{EnvVars, canonical_abra_dir, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::janitor::Janitor;
@@ -46,16 +46,7 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
     // Docker first: a janitor that cannot see the swarm touches nothing, not even the
     // lock dir.
     let docker = Docker::from_env();
-    docker.ping().map_err(|e| {
-        (
-            if e.is_unavailable() {
-                Exit::Unavailable
-            } else {
-                Exit::Failure
-            },
-            e.to_string(),
-        )
-    })?;
+    docker.ping().map_err(docker_failure)?;
     // A dry run creates nothing, not even the lock dir (after a reboot it is missing).
     let lock_dir_ok = if cli.dry_run {
         lock_dir.check_existing().map(drop)
@@ -78,16 +69,7 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
     let start = Instant::now();
     let pass = janitor
         .pass(&mut |d| say!("{TOOL}: {}", d.line()))
-        .map_err(|e| {
-            (
-                if e.is_unavailable() {
-                    Exit::Unavailable
-                } else {
-                    Exit::Failure
-                },
-                e.to_string(),
-            )
-        })?;
+        .map_err(docker_failure)?;
     let report = Report {
         started_at,
         duration: start.elapsed(),
@@ -112,4 +94,14 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
     } else {
         Exit::Success
     })
+}
+
+/// A docker failure's status: 69 when the daemon cannot be reached, 1 otherwise.
+fn docker_failure(e: DockerError) -> (Exit, String) {
+    let status = if e.is_unavailable() {
+        Exit::Unavailable
+    } else {
+        Exit::Failure
+    };
+    (status, e.to_string())
 }
