@@ -130,21 +130,28 @@ fn grace_and_deadline_come_from_the_environment_and_the_signal_from_s() {
         .code(137)
         .stderr(predicate::str::contains("== guard: deadline 0.2s reached"))
         .stderr(predicate::str::contains("== guard: grace 0.3s over"));
-    // A TERM-proof command ended at the deadline by `-s KILL`: the deadline, not the
-    // grace period, ended it, so 124.
+    // A TERM-proof command ended at the deadline by `-s KILL`: it died of a KILL the
+    // guard sent, so 137, as `timeout -s KILL` says, and the report says `killed`.
+    let report = run.path("kill-report.json");
     assert(run.guard(&[
         "-d",
         "0.2",
         "-s",
         "KILL",
+        "--report",
+        &report,
         "--",
         "sh",
         "-c",
         "trap '' TERM; sleep 100",
     ]))
     .assert()
-    .code(124)
+    .code(137)
     .stderr(predicate::str::contains("sending KILL to process group"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["outcome"], "killed", "{report}");
+    assert_eq!(report["exit_status"], 137, "{report}");
     run.assert_nothing_alive();
 }
 

@@ -166,7 +166,13 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
     let ran_for = start.elapsed();
     // Decided before the sweep: a KILL the sweep sends to leftovers says nothing about
     // how the command died.
-    let killed = run.kill_sent && status == Ended::Signaled(Signal::SIGKILL as i32);
+    // A KILL the guard sent is either the end of the grace period or the deadline signal
+    // itself (`-s KILL`): both are 137, as `timeout -s KILL` reports it.
+    let kill_by_deadline = run
+        .termination
+        .is_some_and(|t| t.cause == Cause::Deadline && t.signal == Signo::from(Signal::SIGKILL));
+    let killed =
+        (run.kill_sent || kill_by_deadline) && status == Ended::Signaled(Signal::SIGKILL as i32);
     let leftovers = run.sweep(&signals);
     Ok(Ending {
         pid,
