@@ -332,6 +332,22 @@ fn a_nested_lock_of_the_same_domain_runs_instead_of_waiting_for_itself() {
 }
 
 #[test]
+fn d_then_e_then_d_again_runs_instead_of_waiting_for_itself() {
+    // The inner lock of another domain overwrites CCCI_LOCK_DOMAIN / CCCI_LOCK_FD: only
+    // the kernel can tell that the descriptor for D is still ours.
+    let sb = Sandbox::new();
+    let script =
+        format!("\"$0\" {D} -- \"$0\" dep.example -- \"$0\" -n {D} -- sh -c 'echo inner-ran'");
+    let mut cmd = sh_with("ccci-lock", &script);
+    cmd.env("CCCI_APP_LOCK_DIR", sb.lock_dir());
+    let out = output_within(cmd);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("inner-ran"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn lock_wait_env_empty_is_unset_and_garbage_is_named() {
     let sb = Sandbox::new();
     sb.assert("ccci-lock")

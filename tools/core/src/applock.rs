@@ -258,32 +258,44 @@ fn acquire(
     })
 }
 
-/// The lock on `domain` that this process already holds through a descriptor it
-/// inherited (`CCCI_LOCK_FD`, set by `ccci-lock`), if any: the variables name this domain,
-/// the kernel says that descriptor's open file description holds an exclusive flock
-/// (`/proc/self/fdinfo/<fd>`, proc(5)), and — checked after, so nobody can unlink the
-/// file in between (only a holder may) — the lockfile path names that same inode.
+/// The lock on `domain` that this process already holds, if any: one of our own open
+/// descriptors whose open file description holds an exclusive flock (the kernel says so
+/// in `/proc/self/fdinfo/<fd>`, proc(5)) on the inode the lockfile path names — checked
+/// after, so nobody can unlink the file in between (only a holder may).
+///
+/// Only the kernel is asked, never `CCCI_LOCK_DOMAIN` / `CCCI_LOCK_FD`: a nested lock of
+/// another domain overwrites those, and `ccci-lock D -- ccci-lock E -- ccci-lock D` must
+/// still see that it holds D (it would wait for itself forever). Variables can also lie.
 ///
 /// This is how a nested `ccci-lock` of the same domain avoids waiting for itself, and how
 /// `ccci-deploy` checks it runs under the lock. It only reads: a `flock(LOCK_EX|LOCK_NB)`
 /// probe would convert a caller's shared lock (dropping it first) and could take a free
 /// lock through a stray descriptor, which proves nothing about who holds the domain.
 pub fn inherited(dir: &LockDir, domain: &Domain) -> Option<RawFd> {
-    use crate::env::{EnvVars, non_empty};
-    if non_empty(EnvVars::CCCI_LOCK_DOMAIN)?.to_str()? != domain.as_str() {
-        return None;
+    let mut locked: Vec<(RawFd, (u64, u64))> = Vec::new();
+    for entry in fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        let Ok(fdinfo) = fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
+            continue;
+        };
+        if let Some(file) = crate::proclocks::exclusive_flock_in_fdinfo(&fdinfo) {
+            locked.push((fd, file));
+        }
     }
-    let fd: RawFd = non_empty(EnvVars::CCCI_LOCK_FD)?.to_str()?.parse().ok()?;
-    if fd < 0 {
-        return None;
-    }
-    let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-    let (dev, ino) = crate::proclocks::exclusive_flock_in_fdinfo(&fdinfo)?;
     let named = fs::symlink_metadata(dir.lockfile(domain)).ok()?;
-    let same = named.ino() == ino
-        && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)
-        && nix::sys::stat::minor(named.dev()) == nix::sys::stat::minor(dev);
-    same.then_some(fd)
+    locked.sort_by_key(|(fd, _)| *fd);
+    locked.into_iter().find_map(|(fd, (dev, ino))| {
+        let same = named.ino() == ino
+            && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)
+            && nix::sys::stat::minor(named.dev()) == nix::sys::stat::minor(dev);
+        same.then_some(fd)
+    })
 }
 
 /// The processes that hold `domain` through a lockfile someone removed by hand (outside
