@@ -118,6 +118,39 @@ fn a_lock_dir_or_lockfile_owned_by_someone_else_is_refused() {
 }
 
 #[test]
+fn a_domain_too_long_for_its_lockfile_name_is_refused_naming_the_limit() {
+    // 241 characters is a valid DNS name, but cc-ci-app-<domain>.lock would be 256 bytes:
+    // refused up front, not with the OS's "File name too long" later. 240 locks.
+    let sb = Sandbox::new();
+    let name = |len: usize| {
+        format!(
+            "{}.{}.{}.{}",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(len - 192)
+        )
+    };
+    let (fits, too_long) = (name(240), name(241));
+    assert_eq!((fits.len(), too_long.len()), (240, 241));
+    sb.assert("ccci-lock")
+        .args([too_long.as_str(), "--", "touch", "ran"])
+        .current_dir(sb.tmp.path())
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("longer than 240 characters"))
+        .stderr(predicate::str::contains("255-byte file name limit"))
+        .stderr(predicate::str::contains("File name too long").not());
+    assert!(!sb.path("ran").exists());
+    sb.assert("ccci-lock")
+        .args([fits.as_str(), "--", "touch", "ran"])
+        .current_dir(sb.tmp.path())
+        .assert()
+        .success();
+    assert!(sb.path("ran").exists());
+}
+
+#[test]
 fn invalid_domains_are_refused_quoted_and_create_nothing() {
     let sb = Sandbox::new();
     let long = "a".repeat(254);

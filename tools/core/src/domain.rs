@@ -2,12 +2,17 @@
 //!
 //! A domain ends up in a lockfile's path and in docker's argv, so it is validated before
 //! it touches either: a DNS name in lowercase (letters, digits, `-`, `.`; labels of 1–63
-//! characters that do not start or end with `-`; at most 253 characters). That rules out
+//! characters that do not start or end with `-`; at most 240 characters). That rules out
 //! `/`, `..` as a path component, NUL, and option-like leading dashes by construction.
+//!
+//! DNS allows 253 characters, but the lockfile `cc-ci-app-<domain>.lock` must fit the
+//! 255-byte file name limit of Linux filesystems: a longer domain would validate and
+//! then fail with the OS's "File name too long" halfway through a run.
 
 use std::fmt;
 
-const MAX_LEN: usize = 253;
+/// 255 bytes of file name less `cc-ci-app-` and `.lock`.
+const MAX_LEN: usize = 240;
 const MAX_LABEL: usize = 63;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -30,7 +35,9 @@ impl Domain {
             return Err(fail("it is empty"));
         }
         if input.len() > MAX_LEN {
-            return Err(fail("longer than 253 characters"));
+            return Err(fail(
+                "longer than 240 characters (its lockfile name cc-ci-app-<domain>.lock must fit the 255-byte file name limit)",
+            ));
         }
         if let Some(bad) = input
             .chars()
@@ -107,7 +114,7 @@ mod tests {
                 "a".repeat(63),
                 "b".repeat(63),
                 "c".repeat(63),
-                "d".repeat(61)
+                "d".repeat(48)
             ),
         ] {
             assert_eq!(Domain::parse(ok).unwrap().as_str(), ok);
