@@ -215,7 +215,7 @@ fn wait_out_unlinked_holders(
         }
         let who: Vec<String> = holders
             .iter()
-            .map(|h| format!("pid {} ({})", h.pid, h.comm))
+            .map(|h| format!("pid {} ({})", h.pid, ccci_core::holder::plain(&h.comm)))
             .collect();
         let who = who.join(", ");
         let so_far = start.elapsed();

@@ -78,8 +78,7 @@ impl Holder {
     /// ends up in log lines that CI log readers scan: a run id or domain that is not a
     /// valid one, or text with control characters, must not forge a `== ... ==` line.
     fn sanitized(self) -> Holder {
-        let text =
-            |s: Option<String>| s.filter(|s| s.len() <= 255 && !s.chars().any(char::is_control));
+        let text = |s: Option<String>| s.filter(|s| s.len() <= 255 && is_plain_text(s));
         Holder {
             domain: self
                 .domain
@@ -121,6 +120,35 @@ impl Holder {
             Err(_) => Some(false),
         }
     }
+}
+
+/// Text that cannot break, hide or reorder a log line: no control or format characters
+/// (`\p{C}`: newlines, escapes, the bidi overrides U+202A–U+202E and U+2066–U+2069, zero
+/// widths) and no line or paragraph separators (U+2028, U+2029). Holder-supplied text
+/// (lockfile fields, a process's `comm`) goes into waiters' `==` lines and `--status`.
+pub fn is_plain_text(s: &str) -> bool {
+    static UNSAFE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let unsafe_chars =
+        UNSAFE.get_or_init(|| regex::Regex::new(r"[\p{C}\p{Zl}\p{Zp}]").expect("valid regex"));
+    !unsafe_chars.is_match(s)
+}
+
+/// `s` as it is when it is plain text, else with every character that is not escaped
+/// (`\u{202e}`): for text read from the system, such as a holder's `comm`.
+pub fn plain(s: &str) -> String {
+    if is_plain_text(s) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            let one = c.to_string();
+            if is_plain_text(&one) {
+                one
+            } else {
+                c.escape_unicode().to_string()
+            }
+        })
+        .collect()
 }
 
 /// How a log line names a holder: `pid 4242, run 279, held 3m12s`, with `unknown` for
@@ -242,6 +270,29 @@ mod tests {
             (None, None, None)
         );
         assert_eq!(holder.pid, Some(7));
+    }
+
+    #[test]
+    fn format_characters_and_line_separators_read_as_unknown() {
+        // U+2028 breaks a line in many log viewers; U+202E reverses what follows it.
+        for forged in [
+            "run\u{2028}== app lock: acquired ==",
+            "x\u{202e}kcol",
+            "a\u{2066}b",
+            "z\u{200b}w",
+        ] {
+            let mut file = tempfile::tempfile().unwrap();
+            let json = serde_json::json!({"version":1,"pid":7,"tool":forged,"host":forged,"started_at":forged});
+            file.write_all(json.to_string().as_bytes()).unwrap();
+            let holder = Holder::read(&file).unwrap();
+            assert_eq!(
+                (holder.tool, holder.host, holder.started_at),
+                (None, None, None),
+                "{forged:?}"
+            );
+        }
+        assert_eq!(plain("sh\u{202e}x"), "sh\\u{202e}x");
+        assert_eq!(plain("ccci-lock"), "ccci-lock");
     }
 
     #[test]
