@@ -272,24 +272,8 @@ fn acquire(
 /// probe would convert a caller's shared lock (dropping it first) and could take a free
 /// lock through a stray descriptor, which proves nothing about who holds the domain.
 pub fn inherited(dir: &LockDir, domain: &Domain) -> Option<RawFd> {
-    let mut locked: Vec<(RawFd, (u64, u64))> = Vec::new();
-    for entry in fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<RawFd>().ok())
-        else {
-            continue;
-        };
-        let Ok(fdinfo) = fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
-            continue;
-        };
-        if let Some(file) = crate::proclocks::exclusive_flock_in_fdinfo(&fdinfo) {
-            locked.push((fd, file));
-        }
-    }
+    let locked = crate::proclocks::our_exclusive_flocks();
     let named = fs::symlink_metadata(dir.lockfile(domain)).ok()?;
-    locked.sort_by_key(|(fd, _)| *fd);
     locked.into_iter().find_map(|(fd, (dev, ino))| {
         let same = named.ino() == ino
             && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)

@@ -68,16 +68,8 @@ impl LockTable {
     /// our own run (a parent that passed us its descriptor, or our own lock) — and is
     /// never someone to wait for.
     pub fn without_our_own(mut self) -> LockTable {
-        let Ok(fds) = fs::read_dir("/proc/self/fdinfo") else {
-            return self;
-        };
-        for fd in fds.flatten() {
-            let Ok(info) = fs::read_to_string(fd.path()) else {
-                continue;
-            };
-            if let Some((dev, ino)) = exclusive_flock_in_fdinfo(&info) {
-                self.holders.remove(&(dev_key(dev), ino));
-            }
+        for (_, (dev, ino)) in our_exclusive_flocks() {
+            self.holders.remove(&(dev_key(dev), ino));
         }
         self
     }
@@ -241,6 +233,23 @@ pub fn flock_holders(meta: &fs::Metadata) -> Option<Vec<i32>> {
 /// `/proc/<pid>/fdinfo/<fd>`: the kernel lists there, as `lock:` lines in the format of
 /// `/proc/locks`, the locks owned by that very description — not others on the inode.
 /// Returns the `(dev, ino)` of the locked file.
+/// This process's descriptors whose open file description holds an exclusive flock,
+/// lowest fd first, each with the locked file's `(dev, inode)` (`/proc/self/fdinfo`).
+pub fn our_exclusive_flocks() -> Vec<(i32, (u64, u64))> {
+    let mut found: Vec<(i32, (u64, u64))> = fs::read_dir("/proc/self/fdinfo")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let info = fs::read_to_string(entry.path()).ok()?;
+            Some((fd, exclusive_flock_in_fdinfo(&info)?))
+        })
+        .collect();
+    found.sort_by_key(|(fd, _)| *fd);
+    found
+}
+
 pub fn exclusive_flock_in_fdinfo(fdinfo: &str) -> Option<(u64, u64)> {
     fdinfo.lines().find_map(|line| {
         let fields: Vec<&str> = line.strip_prefix("lock:")?.split_whitespace().collect();
