@@ -184,7 +184,7 @@ fn invalid_domains_are_refused_quoted_and_create_nothing() {
 }
 
 #[test]
-fn a_symlinked_lock_dir_is_refused() {
+fn a_symlinked_lock_dir_or_runs_dir_is_refused_with_or_without_a_trailing_slash() {
     // Whoever owns the link could repoint it while runs hold locks in the old target.
     let sb = Sandbox::new();
     let real = sb.path("real");
@@ -196,6 +196,26 @@ fn a_symlinked_lock_dir_is_refused() {
         .code(125)
         .stderr(predicate::str::contains("symbolic link"))
         .stderr(predicate::str::contains("CCCI_APP_LOCK_DIR"));
+    // `link/` and `link/.` make the kernel follow the link: refused all the same, for the
+    // lock dir and the runs dir (issue 12 point 7).
+    let link = sb.lock_dir().display().to_string();
+    symlink(&real, sb.runs_dir()).unwrap();
+    let runs = sb.runs_dir().display().to_string();
+    for suffix in ["/", "/."] {
+        sb.assert("ccci-lock")
+            .env("CCCI_APP_LOCK_DIR", format!("{link}{suffix}"))
+            .args([D, "--", "true"])
+            .assert()
+            .code(125)
+            .stderr(predicate::str::contains("symbolic link"));
+        sb.assert("ccci-rundir")
+            .env("CCCI_RUNS_DIR", format!("{runs}{suffix}"))
+            .args(["--run-id", "r1", "--", "true"])
+            .assert()
+            .code(125)
+            .stderr(predicate::str::contains("symbolic link"))
+            .stderr(predicate::str::contains("CCCI_RUNS_DIR"));
+    }
     assert!(list(&real).is_empty());
 }
 

@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 
 use nix::libc;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// A shared directory and how the user names it.
 #[derive(Clone, Debug)]
@@ -91,9 +91,17 @@ impl SharedDir {
             var: self.var,
             source,
         };
+        // The directory itself, as the kernel will resolve it: `link/` and `link/.` name
+        // what `link` points to, so a trailing `/` or `/.` would slip a symlink past the
+        // checks below (neither `lstat` nor `O_NOFOLLOW` stop at a link followed by `/`).
+        // `..` is refused: after a symlink it leads wherever the link's owner points it.
+        if self.path.components().any(|c| c == Component::ParentDir) {
+            return Err(refuse("contains '..' (name the directory itself)".into()));
+        }
+        let path: PathBuf = self.path.components().collect();
         // A symlink could be repointed under us by whoever owns it. (O_NOFOLLOW below
         // makes sure of it; this is for the clearer message.)
-        if fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_symlink()) {
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(refuse(
                 "is a symbolic link (name the real directory)".into(),
             ));
@@ -101,7 +109,7 @@ impl SharedDir {
         let dir = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(&self.path)
+            .open(&path)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP | libc::ENOTDIR) => refuse("is not a directory".into()),
                 _ => inspect(e),
@@ -200,6 +208,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("symbolic link"), "{err}");
+        // A trailing `/` or `/.` makes the kernel follow the link: still refused.
+        for suffix in ["link/", "link/.", "link//", "link/./"] {
+            let err = dir(&tmp.path().join(suffix))
+                .ensure()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("symbolic link"), "{suffix}: {err}");
+            let err = dir(&tmp.path().join(suffix))
+                .check_existing()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("symbolic link"), "{suffix}: {err}");
+        }
+        let err = dir(&tmp.path().join("link/../real"))
+            .ensure()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'..'"), "{err}");
+        dir(&tmp.path().join("real/")).ensure().unwrap();
         fs::set_permissions(&real, fs::Permissions::from_mode(0o775)).unwrap();
         let err = dir(&real).ensure().unwrap_err().to_string();
         assert!(err.contains("group-writable"), "{err}");
