@@ -110,6 +110,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let quiet = cli.quiet;
     let mut report = |event: WaitEvent<'_>| match event {
+        // Someone else's process held the lock: said even with -q.
+        WaitEvent::Foreign { path, holders } => diag!(
+            TOOL,
+            "warning: {} was held by {} — another user's process, which cannot be a run (it opened the lockfile read-only before it was made 0600); a fresh lockfile replaces it",
+            path.display(),
+            holders
+                .iter()
+                .map(|h| format!("pid {} (uid {})", h.pid, h.uid))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         _ if quiet => {}
         WaitEvent::Blocked { holder } => say!(
             "== app lock: another run of {domain} in flight ({}) — waiting ==",

@@ -31,6 +31,7 @@ use nix::libc;
 use crate::domain::Domain;
 use crate::holder::Holder;
 use crate::lockdir::LockDir;
+use crate::lockowner::{self, Foreigner};
 
 /// How many times a lockfile may be found replaced under us before we give up: each
 /// replacement needs a janitor pass, so a hundred in a row means something is wrong.
@@ -76,6 +77,13 @@ pub enum WaitEvent<'a> {
     /// We got the lock on an inode that no longer has the lockfile's name (a janitor
     /// unlinked it while we waited): dropped, and starting over on the path.
     Replaced { path: &'a Path, inode: u64 },
+    /// The lockfile was held by processes that cannot be a run (another user, through a
+    /// descriptor opened before the file was made 0600): a fresh one was put in its
+    /// place, and we start over on that.
+    Foreign {
+        path: &'a Path,
+        holders: &'a [Foreigner],
+    },
 }
 
 /// The outcome of an acquisition that did not fail.
@@ -231,6 +239,18 @@ fn acquire(
         let file = if try_exclusive(&file).map_err(flock_err)? {
             file
         } else {
+            if let Some(holders) = foreign_holders(&file) {
+                // Not a run (lockowner.rs): swap a fresh lockfile in and lock that.
+                let replaced = lockowner::replace_foreign(path, &file).map_err(flock_err)?;
+                drop(file);
+                if replaced {
+                    on_event(WaitEvent::Foreign {
+                        path,
+                        holders: &holders,
+                    });
+                }
+                continue;
+            }
             if wait == Wait::No || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(busy(Arc::new(file)));
             }
@@ -337,15 +357,27 @@ pub fn open_lockfile(path: &Path) -> Result<File, LockError> {
     open_rw(path, true)
 }
 
+/// Created 0600, and an older one that others could open made 0600: only its owner may
+/// be able to lock it (lockowner.rs).
 fn open_rw(path: &Path, create: bool) -> Result<File, LockError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
-        .mode(0o644)
+        .mode(lockowner::MODE)
         .custom_flags(OPEN_FLAGS)
         .open(path);
-    checked(path, file)
+    let file = checked(path, file)?;
+    lockowner::tighten(&file).map_err(|source| LockError::Open {
+        path: path.into(),
+        source,
+    })?;
+    Ok(file)
+}
+
+/// The holders of `file`'s lock, when none of them can be a run.
+fn foreign_holders(file: &File) -> Option<Vec<Foreigner>> {
+    lockowner::foreign_holders(file, &crate::proclocks::LockTable::read()?)
 }
 
 /// `O_NOFOLLOW`: a planted symlink fails the open itself. `O_NONBLOCK`: a planted FIFO

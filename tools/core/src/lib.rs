@@ -23,6 +23,7 @@ pub mod holder;
 pub mod janitor;
 pub mod janitor_report;
 pub mod lockdir;
+pub mod lockowner;
 pub mod lockstatus;
 pub mod proclocks;
 pub mod removal;

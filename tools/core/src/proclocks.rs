@@ -205,6 +205,11 @@ fn open_files(pid: i32, dir: &DirId, missing: &HashMap<u64, &Vec<i32>>, all: boo
         let Some(path) = deleted.map(|p| PathBuf::from(OsString::from_vec(p.to_vec()))) else {
             continue;
         };
+        // Another user's process holding an old lockfile through a read-only descriptor
+        // cannot be a run (lockowner.rs): a lockfile replaced under it is not a run's.
+        if crate::lockowner::foreign(pid, meta.dev(), meta.ino(), meta.uid()).is_some() {
+            continue;
+        }
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
             && dir.is(pid, parent)
         {
@@ -215,7 +220,7 @@ fn open_files(pid: i32, dir: &DirId, missing: &HashMap<u64, &Vec<i32>>, all: boo
 }
 
 /// Every process in sight.
-fn all_pids() -> impl Iterator<Item = i32> {
+pub(crate) fn all_pids() -> impl Iterator<Item = i32> {
     fs::read_dir("/proc")
         .into_iter()
         .flatten()

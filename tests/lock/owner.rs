@@ -1,0 +1,164 @@
+//! Only the lock dir's owner can lock (issue 12 point 1): lockfiles are 0600, an old
+//! 0644 one is tightened, and another user's process holding one cannot block a run.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+
+use predicates::prelude::*;
+
+use super::D;
+use crate::support::{Background, Sandbox, require_root};
+
+/// `cmd` as uid/gid 65534 with no groups: "another local user".
+fn as_nobody(script: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "sh",
+        "-c",
+        script,
+    ]);
+    cmd
+}
+
+/// A sandbox another user can reach (tempdirs are 0700).
+fn reachable_sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    fs::set_permissions(sb.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    sb
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn lockfiles_are_made_0600_and_another_user_cannot_lock_them() {
+    if !require_root("lockfiles_are_made_0600_and_another_user_cannot_lock_them") {
+        return;
+    }
+    let sb = reachable_sandbox();
+    sb.abra_servers();
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .success();
+    assert_eq!(mode(&sb.lockfile(D)), 0o600);
+    let lockfile = sb.lockfile(D).display().to_string();
+    as_nobody(&format!("flock -n '{lockfile}' true"))
+        .output()
+        .map(|out| {
+            assert!(!out.status.success(), "another user locked {lockfile}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("Permission denied"), "{err}");
+        })
+        .unwrap();
+    sb.assert("ccci-rundir")
+        .args(["--run-id", "r1", "--", "true"])
+        .assert()
+        .success();
+    let run_lock = sb.runs_dir().join("r1/.run.lock");
+    assert_eq!(mode(&run_lock), 0o600);
+}
+
+#[test]
+fn an_old_0644_lockfile_held_by_another_user_is_tightened_and_replaced() {
+    if !require_root("an_old_0644_lockfile_held_by_another_user_is_tightened_and_replaced") {
+        return;
+    }
+    let sb = reachable_sandbox();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    // As an older build left it: ours, 0644, so anyone may open it read-only.
+    fs::write(sb.lockfile(D), "").unwrap();
+    fs::set_permissions(sb.lockfile(D), fs::Permissions::from_mode(0o644)).unwrap();
+    let old = fs::metadata(sb.lockfile(D)).unwrap().ino();
+    let lockfile = sb.lockfile(D).display().to_string();
+    let mut squatter = Background::spawn(as_nobody(&format!(
+        "exec flock -x '{lockfile}' sh -c 'echo squatting >&2; exec sleep 1000'"
+    )));
+    squatter.wait_for("squatting");
+
+    // Root's run goes in at once, warned; the squatter holds a dead inode.
+    let ran = format!("echo in > '{}'", sb.path("ran").display());
+    sb.assert("ccci-lock")
+        .args(["-n", D, "--", "sh", "-c", &ran])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("uid 65534"))
+        .stderr(predicate::str::contains("cannot be a run"));
+    assert_eq!(fs::read_to_string(sb.path("ran")).unwrap(), "in\n");
+    let now = fs::metadata(sb.lockfile(D)).unwrap();
+    assert_ne!(now.ino(), old, "the squatted lockfile is still in place");
+    assert_eq!(now.permissions().mode() & 0o777, 0o600);
+    // Nothing else was left in the lock dir (no temporary name).
+    assert_eq!(crate::support::list(&sb.lock_dir()).len(), 1);
+    // A second run does not wait for the squatter through the replaced inode either.
+    sb.assert("ccci-lock")
+        .args(["-n", D, "--", "true"])
+        .assert()
+        .success();
+    assert!(squatter.child.try_wait().unwrap().is_none());
+}
+
+#[test]
+fn another_users_descriptor_opened_before_the_chmod_cannot_block_a_run() {
+    if !require_root("another_users_descriptor_opened_before_the_chmod_cannot_block_a_run") {
+        return;
+    }
+    let sb = reachable_sandbox();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    fs::write(sb.lockfile(D), "").unwrap();
+    fs::set_permissions(sb.lockfile(D), fs::Permissions::from_mode(0o644)).unwrap();
+    let lockfile = sb.lockfile(D).display().to_string();
+    let go = sb.path("go");
+    fs::write(&go, "").unwrap();
+    fs::set_permissions(&go, fs::Permissions::from_mode(0o666)).unwrap();
+    // Opens it while it is 0644, waits until told, then locks through that descriptor.
+    let mut squatter = Background::spawn(as_nobody(&format!(
+        "exec 3<'{lockfile}'; echo opened >&2; \
+         while ! grep -q go '{go}'; do sleep 0.01; done; \
+         flock -x 3; echo squatting >&2; exec sleep 1000",
+        go = go.display()
+    )));
+    squatter.wait_for("opened");
+    // Any tool's open tightens it to 0600 (here a free lock: taken and released).
+    sb.assert("ccci-lock")
+        .args([D, "--", "true"])
+        .assert()
+        .success();
+    assert_eq!(mode(&sb.lockfile(D)), 0o600);
+    fs::write(&go, "go").unwrap();
+    squatter.wait_for("squatting");
+    sb.assert("ccci-lock")
+        .args(["-n", D, "--", "true"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("uid 65534"));
+}
+
+#[test]
+fn another_user_holding_a_lockfile_removed_by_hand_is_not_waited_for() {
+    if !require_root("another_user_holding_a_lockfile_removed_by_hand_is_not_waited_for") {
+        return;
+    }
+    let sb = reachable_sandbox();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    fs::write(sb.lockfile(D), "").unwrap();
+    fs::set_permissions(sb.lockfile(D), fs::Permissions::from_mode(0o644)).unwrap();
+    let lockfile = sb.lockfile(D).display().to_string();
+    let mut squatter = Background::spawn(as_nobody(&format!(
+        "exec flock -x '{lockfile}' sh -c 'echo squatting >&2; exec sleep 1000'"
+    )));
+    squatter.wait_for("squatting");
+    // An operator removes it by hand: a run holding a removed lockfile is waited for,
+    // but this holder cannot be a run.
+    fs::remove_file(sb.lockfile(D)).unwrap();
+    sb.assert("ccci-lock")
+        .args(["-n", D, "--", "true"])
+        .assert()
+        .success();
+    assert!(squatter.child.try_wait().unwrap().is_none());
+}
