@@ -347,3 +347,46 @@ fn a_nested_run_whose_lockfile_was_removed_by_hand_does_not_wait_for_itself() {
         .stdout(predicate::str::contains("removed by hand").not())
         .stderr(predicate::str::contains("removed by hand").not());
 }
+
+#[test]
+fn an_unreadable_lock_table_never_lets_a_second_run_in() {
+    // A holder's lockfile is removed by hand; a newcomer that cannot read the kernel's
+    // lock table or its own descriptors (a low `ulimit -n`: EMFILE) cannot tell whether
+    // the domain is held, so it must refuse — never run its command beside the holder.
+    let sb = Sandbox::new();
+    let go = sb.fifo("go");
+    let _holder = hold(&sb, D, &[], &format!("read x < '{}'", go.path.display()));
+    std::fs::remove_file(sb.lockfile(D)).unwrap();
+    let lock = crate::support::bin("ccci-lock");
+    for limit in 4..=8 {
+        let ran = sb.path(&format!("ran-{limit}"));
+        let mut sh = Command::new("sh");
+        crate::support::scrub(&mut sh);
+        let out = sh
+            .env("CCCI_APP_LOCK_DIR", sb.lock_dir())
+            .args([
+                "-c",
+                &format!(
+                    "ulimit -n {limit} && exec '{l}' -n {D} -- touch '{r}'",
+                    l = lock.display(),
+                    r = ran.display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !ran.exists() && !err.contains("acquired"),
+            "ulimit -n {limit}: went in beside the holder: {err}"
+        );
+        assert!(
+            matches!(out.status.code(), Some(75 | 125)),
+            "ulimit -n {limit}: {:?} {err}",
+            out.status
+        );
+        if out.status.code() == Some(125) {
+            assert!(err.contains("cannot tell"), "ulimit -n {limit}: {err}");
+        }
+    }
+    go.release();
+}

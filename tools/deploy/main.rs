@@ -91,8 +91,13 @@ fn domain_arg(s: &str) -> Result<Domain, Fail> {
 /// never be counted or made before the lock is taken.
 fn require_lock(domain: &Domain) -> Result<(), Fail> {
     match applock::inherited(&LockDir::resolve(None), domain) {
-        Some(_) => Ok(()),
-        None => Err(Fail(
+        Ok(Some(_)) => Ok(()),
+        // Cannot tell (EMFILE): never act as the holder on a guess.
+        Err(e) => Err(Fail(
+            Exit::Unavailable,
+            anyhow::anyhow!("cannot tell whether this run holds the app lock for {domain}: {e}"),
+        )),
+        Ok(None) => Err(Fail(
             Exit::Misconfigured,
             anyhow::anyhow!(
                 "not holding the app lock for {domain} — run under 'ccci-lock {domain} -- ...'"

@@ -7,6 +7,8 @@ mod cli;
 use std::ffi::{OsStr, OsString};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use ccci_core::applock::{Acquisition, AppLock, Wait, WaitEvent};
 use ccci_core::cli::{emit, parse_or_exit};
 use ccci_core::domain::Domain;
@@ -84,7 +86,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     dir.ensure()?;
     // Nested under a ccci-lock of the same domain: we hold it already, through the
     // descriptor we inherited. Waiting would be waiting for ourselves, forever.
-    if let Some(fd) = ccci_core::applock::inherited(&dir, &domain) {
+    let inherited = ccci_core::applock::inherited(&dir, &domain)
+        .with_context(|| format!("cannot tell whether this run already holds {domain}"))?;
+    if let Some(fd) = inherited {
         if !cli.quiet {
             say!("== app lock: {domain} is already held by this run (fd {fd}) ==");
         }
@@ -171,20 +175,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     // Held, and our metadata says so; but a run may hold the domain through a lockfile
     // someone removed by hand, which the fresh one did not make us wait for.
-    let waited = match wait_out_unlinked_holders(
-        &dir,
-        &domain,
-        wait,
-        waited,
-        cli.progress_interval,
-        quiet,
-    ) {
-        Ok(waited) => waited,
-        Err(how) => {
-            diag!(TOOL, "{how}");
-            return Ok(i32::from(cli.conflict_exit_code));
-        }
-    };
+    let waited =
+        match wait_out_unlinked_holders(&dir, &domain, wait, waited, cli.progress_interval, quiet)?
+        {
+            Ok(waited) => waited,
+            Err(how) => {
+                diag!(TOOL, "{how}");
+                return Ok(i32::from(cli.conflict_exit_code));
+            }
+        };
     let file = lock.path().to_owned();
     let fd = lock.into_inherited_fd()?;
     if !quiet {
@@ -201,7 +200,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 /// Wait, holding our lock, while another run holds `domain` through a lockfile that was
 /// removed by hand (`ccci_core::applock::unlinked_holders`), within the same `--wait`
-/// budget; the total time waited, or why we give up.
+/// budget; the total time waited, or why we give up. An error (125) when the kernel's
+/// lock table cannot be read: that is "cannot tell", and a second run must not go in.
 fn wait_out_unlinked_holders(
     dir: &LockDir,
     domain: &Domain,
@@ -209,20 +209,22 @@ fn wait_out_unlinked_holders(
     waited: Option<Duration>,
     progress: Duration,
     quiet: bool,
-) -> Result<Option<Duration>, String> {
+) -> anyhow::Result<Result<Option<Duration>, String>> {
     let now = Instant::now();
     let start = now.checked_sub(waited.unwrap_or_default()).unwrap_or(now);
     let progress = progress.max(Duration::from_millis(10));
     // When the next progress line is due; `None` until we have waited at all.
     let mut next_line: Option<Instant> = None;
     loop {
-        let holders = ccci_core::applock::unlinked_holders(dir, domain);
+        let holders = ccci_core::applock::unlinked_holders(dir, domain).with_context(|| {
+            format!("cannot tell whether a run holds {domain} through a lockfile removed by hand — not going in")
+        })?;
         if holders.is_empty() {
-            return Ok(if next_line.is_some() {
+            return Ok(Ok(if next_line.is_some() {
                 Some(start.elapsed())
             } else {
                 waited
-            });
+            }));
         }
         let who: Vec<String> = holders
             .iter()
@@ -238,9 +240,9 @@ fn wait_out_unlinked_holders(
             _ => None,
         };
         if let Some(how) = giving_up {
-            return Err(format!(
+            return Ok(Err(format!(
                 "{domain} is held by {who} through a lockfile that was removed by hand — {how}"
-            ));
+            )));
         }
         let now = Instant::now();
         match next_line {

@@ -291,15 +291,20 @@ fn acquire(
 /// `ccci-deploy` checks it runs under the lock. It only reads: a `flock(LOCK_EX|LOCK_NB)`
 /// probe would convert a caller's shared lock (dropping it first) and could take a free
 /// lock through a stray descriptor, which proves nothing about who holds the domain.
-pub fn inherited(dir: &LockDir, domain: &Domain) -> Option<RawFd> {
-    let locked = crate::proclocks::our_exclusive_flocks();
-    let named = fs::symlink_metadata(dir.lockfile(domain)).ok()?;
-    locked.into_iter().find_map(|(fd, (dev, ino))| {
+///
+/// An error when our descriptors cannot be read (`EMFILE`): the caller cannot tell, and
+/// must neither wait for itself nor act as the holder.
+pub fn inherited(dir: &LockDir, domain: &Domain) -> io::Result<Option<RawFd>> {
+    let locked = crate::proclocks::our_exclusive_flocks()?;
+    let Ok(named) = fs::symlink_metadata(dir.lockfile(domain)) else {
+        return Ok(None);
+    };
+    Ok(locked.into_iter().find_map(|(fd, (dev, ino))| {
         let same = named.ino() == ino
             && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)
             && nix::sys::stat::minor(named.dev()) == nix::sys::stat::minor(dev);
         same.then_some(fd)
-    })
+    }))
 }
 
 /// The processes that hold `domain` through a lockfile someone removed by hand (outside
@@ -307,23 +312,27 @@ pub fn inherited(dir: &LockDir, domain: &Domain) -> Option<RawFd> {
 /// make us wait for them, yet they are a run of the domain. Never our own run: a lock that
 /// a descriptor of ours holds (our own, or one a parent `ccci-lock` passed down, whose
 /// lockfile was removed) is left out, or a nested run would wait for itself forever.
-/// Empty when the kernel's lock table cannot be read.
-pub fn unlinked_holders(dir: &LockDir, domain: &Domain) -> Vec<crate::proclocks::OpenBy> {
-    let Some(table) = crate::proclocks::LockTable::read() else {
-        return Vec::new();
-    };
-    let of_domain = |table: &crate::proclocks::LockTable| -> Vec<crate::proclocks::OpenBy> {
-        dir.held_unlinked(table)
-            .into_iter()
-            .filter(|(d, _)| d == domain)
-            .map(|(_, holder)| holder)
-            .collect()
-    };
+/// An error when the kernel's lock table or a process cannot be read: "cannot tell" must
+/// never let a second run in.
+pub fn unlinked_holders(
+    dir: &LockDir,
+    domain: &Domain,
+) -> io::Result<Vec<crate::proclocks::OpenBy>> {
+    let table = crate::proclocks::LockTable::load()?;
+    let of_domain =
+        |table: &crate::proclocks::LockTable| -> io::Result<Vec<crate::proclocks::OpenBy>> {
+            Ok(dir
+                .held_unlinked(table)?
+                .into_iter()
+                .filter(|(d, _)| d == domain)
+                .map(|(_, holder)| holder)
+                .collect())
+        };
     // Normally there is none; only then is it worth reading our own descriptors.
-    if of_domain(&table).is_empty() {
-        return Vec::new();
+    if of_domain(&table)?.is_empty() {
+        return Ok(Vec::new());
     }
-    of_domain(&table.without_our_own())
+    of_domain(&table.without_our_own()?)
 }
 
 /// Who holds the lock on `file`, for people to read: its metadata when the kernel's lock

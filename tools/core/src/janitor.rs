@@ -63,14 +63,16 @@ impl Janitor<'_> {
         let lockfiles = self.lock_dir.domains().unwrap_or_default();
         let env_domains = teardown::env_domains(&servers);
         // Read once: asked about for every held lock (for people only: who holds it).
-        let locks = LockTable::read();
+        let locks = LockTable::load();
         // Held through a lockfile someone unlinked: live runs no lockfile names any more.
-        let unlinked = locks
-            .as_ref()
-            .map(|t| self.lock_dir.held_unlinked(t))
-            .unwrap_or_default();
+        // When that cannot be told (the lock table unreadable), nothing is reaped.
+        let unlinked = match &locks {
+            Ok(table) => self.lock_dir.held_unlinked(table),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+        .map_err(|e| e.to_string());
         let mut candidates: BTreeSet<Domain> = lockfiles.iter().cloned().collect();
-        candidates.extend(unlinked.iter().map(|(d, _)| d.clone()));
+        candidates.extend(unlinked.iter().flatten().map(|(d, _)| d.clone()));
         candidates.extend(env_domains.iter().cloned());
         candidates.extend(
             inventory
@@ -90,13 +92,23 @@ impl Janitor<'_> {
                 pass.ignored += 1;
                 continue;
             }
+            let unlinked = match &unlinked {
+                Ok(unlinked) => unlinked,
+                Err(e) => {
+                    let mut report = DomainReport::new(domain);
+                    report.outcome = Outcome::Error(cannot_tell(e));
+                    on_domain(&report);
+                    pass.domains.push(report);
+                    continue;
+                }
+            };
             let holders: Vec<OpenBy> = unlinked
                 .iter()
                 .filter(|(d, _)| d == domain)
                 .map(|(_, holder)| holder.clone())
                 .collect();
             let report = if holders.is_empty() {
-                self.probe_and_act(domain, &inventory, &known, &servers, locks.as_ref())
+                self.probe_and_act(domain, &inventory, &known, &servers, locks.as_ref().ok())
             } else {
                 // Its lock is free to take, but a run holds the old one: never reap it.
                 DomainReport::held_unlinked(domain, holders)
@@ -153,14 +165,25 @@ impl Janitor<'_> {
         let lock = applock::AppLock::from_verified(file, path, domain.clone());
         // The pass looked for runs holding an unlinked lockfile when it started, and reaps
         // take long: a lockfile unlinked since would have us reap a live run. Look again.
-        let holders: Vec<OpenBy> = match has_resources.then(LockTable::read).flatten() {
-            Some(t) => self.lock_dir.held_unlinked(&t),
-            None => Vec::new(),
-        }
-        .into_iter()
-        .filter(|(d, _)| d == domain)
-        .map(|(_, holder)| holder)
-        .collect();
+        let holders = if has_resources {
+            match LockTable::load().and_then(|t| self.lock_dir.held_unlinked(&t)) {
+                Ok(holders) => holders,
+                Err(e) => {
+                    // The lockfile our probe made goes; the domain waits for a pass that
+                    // can tell.
+                    let _ = lock.remove_lockfile();
+                    report.outcome = Outcome::Error(cannot_tell(&e.to_string()));
+                    return report;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let holders: Vec<OpenBy> = holders
+            .into_iter()
+            .filter(|(d, _)| d == domain)
+            .map(|(_, holder)| holder)
+            .collect();
         if !holders.is_empty() {
             // The lockfile our probe made: held and verified, it goes as a tidy's would.
             let _ = lock.remove_lockfile();
@@ -229,4 +252,11 @@ impl Janitor<'_> {
 fn with_error(mut report: DomainReport, error: String) -> DomainReport {
     report.outcome = Outcome::Error(error);
     report
+}
+
+/// Why a domain is left alone when the kernel's lock table cannot be read.
+fn cannot_tell(why: &str) -> String {
+    format!(
+        "cannot tell whether a run holds it through a lockfile removed by hand ({why}) — left alone"
+    )
 }

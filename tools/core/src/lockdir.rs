@@ -77,12 +77,13 @@ impl LockDir {
     /// Domains whose lockfile here was unlinked while a process held it, with who holds
     /// it. Outside the protocol (an operator's `rm`): the holder is a live run, though no
     /// lockfile says so any more.
-    pub fn held_unlinked(&self, locks: &LockTable) -> Vec<(Domain, OpenBy)> {
-        locks
-            .held_unlinked(self.path())
+    /// An error when that cannot be told (see [`LockTable::held_unlinked`]).
+    pub fn held_unlinked(&self, locks: &LockTable) -> io::Result<Vec<(Domain, OpenBy)>> {
+        Ok(locks
+            .held_unlinked(self.path())?
             .into_iter()
             .filter_map(|(name, holder)| Some((domain_of(&name)?, holder)))
-            .collect()
+            .collect())
     }
 }
 

@@ -62,7 +62,7 @@ pub fn foreign_holders(file: &File, table: &LockTable) -> Option<Vec<Foreigner>>
             // The process that placed the lock is gone (`flock 3` exits at once): whoever
             // inherited its description holds the lock now. Look at every process.
             Verdict::NotHolding => {
-                for other in crate::proclocks::all_pids().filter(|&p| p != pid) {
+                for other in crate::proclocks::all_pids().ok()?.filter(|&p| p != pid) {
                     match judge(other, dev, ino, owner) {
                         Verdict::Foreign(f) => found.push(f),
                         Verdict::MayBeRun => return None,

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
+use std::io;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -28,11 +29,18 @@ pub struct LockTable {
 }
 
 impl LockTable {
-    /// `None` when the table cannot be read (then the metadata is all there is).
+    /// `None` when the table cannot be read (then the metadata is all there is): for
+    /// naming holders to people, never for deciding that nobody holds a lock.
     pub fn read() -> Option<LockTable> {
+        LockTable::load().ok()
+    }
+
+    /// The table, or why it cannot be read (`EMFILE` under a low `ulimit -n`): for
+    /// decisions, where "cannot tell" must never pass for "nobody".
+    pub fn load() -> io::Result<LockTable> {
         fs::read_to_string("/proc/locks")
-            .ok()
             .map(|t| LockTable::parse(&t))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot read /proc/locks: {e}")))
     }
 
     fn parse(table: &str) -> LockTable {
@@ -67,11 +75,11 @@ impl LockTable {
     /// (`/proc/self/fdinfo`): whoever else holds those shares that description with us —
     /// our own run (a parent that passed us its descriptor, or our own lock) — and is
     /// never someone to wait for.
-    pub fn without_our_own(mut self) -> LockTable {
-        for (_, (dev, ino)) in our_exclusive_flocks() {
+    pub fn without_our_own(mut self) -> io::Result<LockTable> {
+        for (_, (dev, ino)) in our_exclusive_flocks()? {
             self.holders.remove(&(dev_key(dev), ino));
         }
-        self
+        Ok(self)
     }
 
     /// Files of `dir` that were unlinked while someone held a flock on them: each one's
@@ -83,9 +91,15 @@ impl LockTable {
     /// lock: when that one no longer has the file open (it exited and a child that
     /// inherited the descriptor holds on, as `ccci-lock D -- sh -c 'cmd &'` does) or is
     /// out of sight (another PID namespace: pid 0), every process is looked at, once.
-    pub fn held_unlinked(&self, dir: &Path) -> Vec<(OsString, OpenBy)> {
-        let Ok(meta) = fs::metadata(dir) else {
-            return Vec::new();
+    ///
+    /// An error when the directory or a process cannot be looked at (other than one that
+    /// has gone, or one we may not see): "cannot tell" is never "nobody".
+    pub fn held_unlinked(&self, dir: &Path) -> io::Result<Vec<(OsString, OpenBy)>> {
+        let meta = match fs::metadata(dir) {
+            Ok(meta) => meta,
+            // No lock dir: no lockfile was ever removed from it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
         };
         let dev = dev_key(meta.dev());
         let on_dev: Vec<(u64, &Vec<i32>)> = self
@@ -95,20 +109,18 @@ impl LockTable {
             .map(|((_, ino), pids)| (*ino, pids))
             .collect();
         if on_dev.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let present: HashSet<u64> = fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| std::os::unix::fs::DirEntryExt::ino(&e))
-            .collect();
+        let mut present: HashSet<u64> = HashSet::new();
+        for entry in fs::read_dir(dir)? {
+            present.insert(std::os::unix::fs::DirEntryExt::ino(&entry?));
+        }
         let missing: HashMap<u64, &Vec<i32>> = on_dev
             .into_iter()
             .filter(|(ino, _)| !present.contains(ino))
             .collect();
         if missing.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let dir = DirId {
             dev: meta.dev(),
@@ -122,19 +134,19 @@ impl LockTable {
             missing.values().flat_map(|p| p.iter().copied()).collect();
         for pid in placers {
             looked.insert(pid);
-            let fds = open_files(pid, &dir, &missing, true);
+            let fds = open_files(pid, &dir, &missing, true)?;
             open.extend(fds.open);
             found.extend(fds.unlinked.into_iter().map(|n| (n, OpenBy::of(pid))));
         }
         if missing.keys().any(|ino| !open.contains(ino)) {
-            for pid in all_pids().filter(|p| !looked.contains(p)) {
-                let fds = open_files(pid, &dir, &missing, false);
+            for pid in all_pids()?.filter(|p| !looked.contains(p)) {
+                let fds = open_files(pid, &dir, &missing, false)?;
                 found.extend(fds.unlinked.into_iter().map(|n| (n, OpenBy::of(pid))));
             }
         }
         found.sort_by(|a, b| (&a.0, a.1.pid).cmp(&(&b.0, b.1.pid)));
         found.dedup();
-        found
+        Ok(found)
     }
 }
 
@@ -177,15 +189,27 @@ struct OpenFiles {
     unlinked: Vec<OsString>,
 }
 
-fn open_files(pid: i32, dir: &DirId, missing: &HashMap<u64, &Vec<i32>>, all: bool) -> OpenFiles {
+fn open_files(
+    pid: i32,
+    dir: &DirId,
+    missing: &HashMap<u64, &Vec<i32>>,
+    all: bool,
+) -> io::Result<OpenFiles> {
     let mut files = OpenFiles {
         open: Vec::new(),
         unlinked: Vec::new(),
     };
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return files;
+    let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(fds) => fds,
+        Err(e) if out_of_sight(&e) => return Ok(files),
+        Err(e) => return Err(e),
     };
-    for fd in fds.flatten() {
+    for fd in fds {
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(e) if out_of_sight(&e) => continue,
+            Err(e) => return Err(e),
+        };
         let Ok(target) = fs::read_link(fd.path()) else {
             continue;
         };
@@ -216,16 +240,23 @@ fn open_files(pid: i32, dir: &DirId, missing: &HashMap<u64, &Vec<i32>>, all: boo
             files.unlinked.push(name.to_owned());
         }
     }
-    files
+    Ok(files)
+}
+
+/// A process that went away while we looked (`ENOENT`, `ESRCH`), or one this user may not
+/// look at (another user's, when not root): passed over, as it always was. Anything else —
+/// `EMFILE` above all — is an error: we cannot tell.
+fn out_of_sight(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || e.kind() == io::ErrorKind::PermissionDenied
+        || e.raw_os_error() == Some(nix::libc::ESRCH)
 }
 
 /// Every process in sight.
-pub(crate) fn all_pids() -> impl Iterator<Item = i32> {
-    fs::read_dir("/proc")
-        .into_iter()
+pub(crate) fn all_pids() -> io::Result<impl Iterator<Item = i32>> {
+    Ok(fs::read_dir("/proc")?
         .flatten()
-        .flatten()
-        .filter_map(|p| p.file_name().to_str()?.parse().ok())
+        .filter_map(|p| p.file_name().to_str()?.parse().ok()))
 }
 
 /// The pids holding a granted flock on the file `meta` describes; `None` when the lock
@@ -240,19 +271,29 @@ pub fn flock_holders(meta: &fs::Metadata) -> Option<Vec<i32>> {
 /// Returns the `(dev, ino)` of the locked file.
 /// This process's descriptors whose open file description holds an exclusive flock,
 /// lowest fd first, each with the locked file's `(dev, inode)` (`/proc/self/fdinfo`).
-pub fn our_exclusive_flocks() -> Vec<(i32, (u64, u64))> {
-    let mut found: Vec<(i32, (u64, u64))> = fs::read_dir("/proc/self/fdinfo")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let fd = entry.file_name().to_str()?.parse().ok()?;
-            let info = fs::read_to_string(entry.path()).ok()?;
-            Some((fd, exclusive_flock_in_fdinfo(&info)?))
-        })
-        .collect();
+///
+/// An error when they cannot be read (`EMFILE`): the caller cannot tell what it holds.
+pub fn our_exclusive_flocks() -> io::Result<Vec<(i32, (u64, u64))>> {
+    let unreadable =
+        |e: io::Error| io::Error::new(e.kind(), format!("cannot read /proc/self/fdinfo: {e}"));
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc/self/fdinfo").map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let Some(fd) = entry.file_name().to_str().and_then(|f| f.parse().ok()) else {
+            continue;
+        };
+        let info = match fs::read_to_string(entry.path()) {
+            Ok(info) => info,
+            // Closed since the listing (the listing's own descriptor, for one).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(unreadable(e)),
+        };
+        if let Some(file) = exclusive_flock_in_fdinfo(&info) {
+            found.push((fd, file));
+        }
+    }
     found.sort_by_key(|(fd, _)| *fd);
-    found
+    Ok(found)
 }
 
 pub fn exclusive_flock_in_fdinfo(fdinfo: &str) -> Option<(u64, u64)> {
@@ -384,19 +425,19 @@ mod tests {
         kept.lock().unwrap();
         let table = LockTable::read().unwrap();
         assert!(
-            table.held_unlinked(dir.path()).is_empty(),
+            table.held_unlinked(dir.path()).unwrap().is_empty(),
             "nothing unlinked yet"
         );
         fs::remove_file(dir.path().join("cc-ci-app-a.lock")).unwrap();
         let table = LockTable::read().unwrap();
-        let found = table.held_unlinked(dir.path());
+        let found = table.held_unlinked(dir.path()).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].0, "cc-ci-app-a.lock");
         assert_eq!(found[0].1.pid, std::process::id() as i32);
         // Released: nobody holds it any more.
         drop(held);
         let table = LockTable::read().unwrap();
-        assert!(table.held_unlinked(dir.path()).is_empty());
+        assert!(table.held_unlinked(dir.path()).unwrap().is_empty());
     }
 
     #[test]
@@ -422,7 +463,7 @@ mod tests {
             .collect();
         let table = LockTable::read().unwrap();
         let start = std::time::Instant::now();
-        assert!(table.held_unlinked(&locks).is_empty());
+        assert!(table.held_unlinked(&locks).unwrap().is_empty());
         let took = start.elapsed();
         assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
         drop(held);
