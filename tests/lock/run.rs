@@ -153,17 +153,33 @@ fn a_directory_as_command_is_126() {
 }
 
 #[test]
-fn a_script_whose_interpreter_is_missing_is_126_not_127() {
+fn a_script_whose_interpreter_is_missing_is_126_in_every_wrapper() {
+    // The script was found; its `#!` interpreter is what is missing. One meaning for all
+    // three wrappers (the guard forks, lock and rundir exec): 126, the reason named.
     let sb = Sandbox::new();
+    sb.abra_servers();
     let script = sb.path("script");
     fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
     fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    sb.assert("ccci-lock")
-        .args([D, "--"])
-        .arg(&script)
-        .assert()
-        .code(126)
-        .stderr(predicate::str::contains("interpreter"));
+    let wrappers: [(&str, &[&str]); 3] = [
+        ("ccci-lock", &[D, "--"]),
+        ("ccci-guard", &["--"]),
+        ("ccci-rundir", &["--run-id", "r1", "--"]),
+    ];
+    for (tool, args) in wrappers {
+        sb.assert(tool)
+            .args(args)
+            .arg(&script)
+            .assert()
+            .code(126)
+            .stderr(predicate::str::contains("interpreter or loader is missing"));
+        // A command that does not exist at all stays 127.
+        sb.assert(tool)
+            .args(args)
+            .arg(sb.path("absent"))
+            .assert()
+            .code(127);
+    }
 }
 
 #[test]

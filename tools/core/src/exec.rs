@@ -22,7 +22,7 @@ pub struct ExecError {
 }
 
 /// Exec `argv` with `env_add` set on top of the current environment. Returns only on
-/// failure: not found → 127, anything else (not executable, a directory, ...) → 126.
+/// failure, with the status of [`failure`].
 pub fn exec(argv: &[OsString], env_add: &[(&str, &OsStr)]) -> ExecError {
     let program = argv
         .first()
@@ -66,19 +66,24 @@ pub fn exec(argv: &[OsString], env_add: &[(&str, &OsStr)]) -> ExecError {
         Err(errno) => errno,
         Ok(never) => match never {},
     };
-    if errno == Errno::ENOENT && exists_on_path(&argv[0]) {
-        // The file is there; what is missing is its `#!` interpreter or its loader.
-        return fail(
+    let (reason, status) = failure(&argv[0], errno);
+    fail(reason, status)
+}
+
+/// Why exec'ing `program` failed with `errno`, and the status every wrapper exits with
+/// for it — one meaning for the guard (which forks) and for lock and rundir (which exec):
+/// 127 only when the command itself does not exist. A file that is there but whose `#!`
+/// interpreter or ELF loader is missing also fails with `ENOENT`; it was found, so it is
+/// 126, as the shell says, with the reason named (`timeout(1)` and `env(1)` say 127).
+pub fn failure(program: &OsStr, errno: Errno) -> (String, Exit) {
+    match errno {
+        Errno::ENOENT if exists_on_path(program) => (
             format!("{} (its interpreter or loader is missing)", errno.desc()),
             Exit::CannotExecute,
-        );
+        ),
+        Errno::ENOENT => (errno.desc().to_owned(), Exit::NotFound),
+        _ => (errno.desc().to_owned(), Exit::CannotExecute),
     }
-    let status = if errno == Errno::ENOENT {
-        Exit::NotFound
-    } else {
-        Exit::CannotExecute
-    };
-    fail(errno.desc().to_owned(), status)
 }
 
 /// Whether `program` names an existing file, as `execvp` would look for it.

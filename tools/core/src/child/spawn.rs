@@ -183,15 +183,14 @@ pub fn spawn(argv: &[OsString], inherited: &Inherited) -> Result<Pid, SpawnError
             let _ = waitpid(child, None);
             let errno = Errno::from_raw(i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]));
             Err(match buf[0] {
-                0 => SpawnError::Exec {
-                    status: if errno == Errno::ENOENT {
-                        Exit::NotFound
-                    } else {
-                        Exit::CannotExecute
-                    },
-                    reason: errno.desc().to_owned(),
-                    program,
-                },
+                0 => {
+                    let (reason, status) = crate::exec::failure(&argv[0], errno);
+                    SpawnError::Exec {
+                        status,
+                        reason,
+                        program,
+                    }
+                }
                 1 => setup("setsid", errno),
                 2 => setup("prctl(PR_SET_PDEATHSIG)", errno),
                 3 => SpawnError::Orphaned { program },
