@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
 
 use predicates::prelude::*;
 
@@ -96,9 +96,10 @@ fn gc_removes_old_free_runs_keeps_held_ones_and_never_follows_servers() {
         fs::read_to_string(servers.join("warm-immich.ci.example.org.env")).unwrap(),
         "precious"
     );
+    // Only the kept runs, and the lock every gc marks its sweep with.
     assert_eq!(
-        fs::read_dir(sb.runs_dir()).unwrap().count(),
-        2,
+        crate::support::list(&sb.runs_dir()),
+        [".gc~.lock", "held", "new"],
         "gc left something behind"
     );
     gate.release();
@@ -263,7 +264,7 @@ fn two_gcs_at_once_remove_each_run_once_and_both_succeed() {
         let (status, lines) = gc.finish();
         assert!(status.success(), "{lines:?}");
     }
-    assert!(crate::support::list(&sb.runs_dir()).is_empty());
+    assert_eq!(crate::support::list(&sb.runs_dir()), [".gc~.lock"]);
 }
 
 #[test]
@@ -311,4 +312,99 @@ fn nothing_mounted_inside_a_run_is_ever_emptied() {
         fs::read_to_string(servers.join("app.env")).unwrap(),
         "precious"
     );
+}
+
+/// `ccci-rundir gc` and `ccci-rundir --run-id <id> -- sh -c <script> <round>` started
+/// together, the run's stdout dropped; the run first on odd rounds.
+fn race_gc_with_a_run(
+    sb: &Sandbox,
+    id: &str,
+    script: &str,
+    round: usize,
+) -> ((ExitStatus, Vec<String>), (ExitStatus, Vec<String>)) {
+    let mut gc = sb.cmd("ccci-rundir");
+    gc.args(["gc", "--older-than", "7d"]).stdout(Stdio::null());
+    let mut run = sb.cmd("ccci-rundir");
+    run.args(["--run-id", id, "--", "sh", "-c", script, "sh"])
+        .arg(round.to_string())
+        .stdout(Stdio::null());
+    let (gc, run) = if round.is_multiple_of(2) {
+        let gc = Background::spawn(gc);
+        (gc, Background::spawn(run))
+    } else {
+        let run = Background::spawn(run);
+        (Background::spawn(gc), run)
+    };
+    (gc.finish(), run.finish())
+}
+
+#[test]
+fn a_run_started_while_gc_judges_its_idle_id_waits_and_runs_in_a_fresh_dir() {
+    // The race of issue 12 point 4: gc holds the run lock of an idle run while it decides
+    // and removes, and a run of that id starting then took gc for a run in progress (125
+    // naming gc's pid). Whichever wins, the run must run, in a directory that exists at
+    // its path (its mark is there afterwards), laid out fresh (state/ empty).
+    let sb = Sandbox::new();
+    sb.abra_servers();
+    let run = sb.runs_dir().join("old1");
+    let script = r#"[ -z "$(ls -A "$CCCI_STATE_DIR")" ] || { echo "state/ not fresh" >&2; exit 3; }
+        [ -L "$ABRA_DIR/servers" ] || { echo "no servers link" >&2; exit 3; }
+        echo "$1" > "$CCCI_RUN_DIR/mark""#;
+    for round in 0..100 {
+        // An idle run of this id, whose last attempt left a file in state/.
+        sb.assert("ccci-rundir")
+            .args(["--run-id", "old1", "--", "sh", "-c"])
+            .arg(r#"echo x > "$CCCI_STATE_DIR/left""#)
+            .assert()
+            .success();
+        age(&run);
+        let ((gc, gc_lines), (started, lines)) = race_gc_with_a_run(&sb, "old1", script, round);
+        assert_eq!(started.code(), Some(0), "round {round}: {lines:?}");
+        assert_eq!(gc.code(), Some(0), "round {round}: gc: {gc_lines:?}");
+        assert_eq!(
+            fs::read_to_string(run.join("mark")).ok().as_deref(),
+            Some(format!("{round}\n").as_str()),
+            "round {round}: the run's mark is not in {}",
+            run.display()
+        );
+        assert!(!exists(&run.join("state/left")), "round {round}");
+    }
+}
+
+#[test]
+fn a_second_run_of_an_id_in_progress_is_refused_even_while_gc_sweeps() {
+    // gc holding run locks for a moment must not turn a real run in progress into
+    // something a second run of its id waits for: that one is still refused, naming the
+    // first, and gc keeps the run however old.
+    let sb = Sandbox::new();
+    sb.abra_servers();
+    let gate = sb.fifo("gate");
+    let mut first = sb.cmd("ccci-rundir");
+    first.args([
+        "--run-id",
+        "7",
+        "--",
+        "sh",
+        "-c",
+        &format!("read x < '{}'", gate.path.display()),
+    ]);
+    let mut first = Background::spawn(first);
+    first.wait_for("== run dir:");
+    let refused = format!(
+        "ccci-rundir: run 7 is already in progress (pid {})",
+        first.pid()
+    );
+    for round in 0..20 {
+        age(&sb.runs_dir().join("7"));
+        let ((gc, gc_lines), (second, lines)) = race_gc_with_a_run(&sb, "7", "echo ran >&2", round);
+        assert_eq!(second.code(), Some(125), "round {round}: {lines:?}");
+        assert_eq!(lines, std::slice::from_ref(&refused), "round {round}");
+        assert_eq!(gc.code(), Some(0), "round {round}: gc: {gc_lines:?}");
+        assert!(
+            exists(&sb.runs_dir().join("7/abra/servers")),
+            "round {round}"
+        );
+    }
+    gate.release();
+    assert!(first.finish().0.success());
 }

@@ -118,7 +118,7 @@ impl RunDir {
         let root = std::path::absolute(runs.path()).map_err(io_err("resolve", runs.path()))?;
         let canonical = std::path::absolute(canonical).map_err(io_err("resolve", canonical))?;
         let path = root.join(id.as_str());
-        let lock = lock_run(&path, &id)?;
+        let lock = lock_run(&root, &path, &id)?;
         let run = RunDir { id, path, lock };
         run.lay_out(&canonical)?;
         Ok(run)
@@ -187,13 +187,14 @@ impl RunDir {
 }
 
 /// Create the run dir if needed and take its `.run.lock` without waiting (another holder
-/// is another process using this run id). A `gc` that removes the directory holds the
-/// lock while it renames the directory away: that one is waited for, and since the lock
-/// it released is then on a dead file (identity check) or in a vanished directory, the
-/// directory is created afresh.
-fn lock_run(path: &Path, id: &RunId) -> Result<File, RunDirError> {
+/// is another process using this run id: refused). A `gc` holds the lock while it judges
+/// the run and, if idle, renames the directory away and deletes it: that one is waited
+/// for, blocked in `flock` on the lock it holds; then we start over, since the lock it
+/// released may be on a dead file (the identity check after locking catches that) in a
+/// vanished directory, which is then created afresh.
+fn lock_run(root: &Path, path: &Path, id: &RunId) -> Result<File, RunDirError> {
     let lockfile = path.join(RUN_LOCK);
-    let mut wait = Wait::No;
+    let gc_lock = root.join(crate::rungc::GC_LOCK);
     for _ in 0..applock::MAX_REOPENS {
         match fs::DirBuilder::new().mode(0o755).create(path) {
             Ok(()) => set_mode(path)?,
@@ -207,37 +208,84 @@ fn lock_run(path: &Path, id: &RunId) -> Result<File, RunDirError> {
                 path: path.to_owned(),
             });
         }
-        match applock::acquire_verified(&lockfile, wait, Duration::MAX, &mut |_| {}) {
+        match applock::acquire_verified(&lockfile, Wait::No, Duration::MAX, &mut |_| {}) {
             Ok(Verified::Held { file, .. }) => {
                 let holder =
                     Holder::new_for_this_process(None, Some(id.as_str()), "ccci-rundir", vec![]);
                 let _ = holder.write(&file); // only for people reading it: best effort
                 return Ok(file);
             }
-            // `gc` holds it only while it renames the directory away and deletes it: wait
-            // for that, then start over in a fresh directory.
-            Ok(Verified::Busy { file, .. })
-                if wait == Wait::No
-                    && applock::holder_of(&file).and_then(|h| h.tool).as_deref()
-                        == Some(crate::rungc::GC_TOOL) =>
-            {
-                wait = Wait::For(Duration::from_secs(60));
-            }
-            Ok(Verified::Busy { file, .. }) => {
-                let (pid, _) = crate::holder::pid_and_run(applock::holder_of(&file).as_ref());
-                return Err(RunDirError::InProgress {
-                    id: id.clone(),
-                    pid,
-                });
-            }
+            Ok(Verified::Busy { file, .. }) => match held_by(&file, &gc_lock) {
+                HeldBy::Gc => {
+                    wait_for_release(&file).map_err(io_err("wait for gc on", &lockfile))?
+                }
+                // Released since we tried: try again.
+                HeldBy::Nobody => {}
+                HeldBy::Run { pid } => {
+                    return Err(RunDirError::InProgress {
+                        id: id.clone(),
+                        pid,
+                    });
+                }
+            },
             // The directory was renamed away by gc between our mkdir and open: again.
-            Err(LockError::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                continue;
-            }
+            Err(LockError::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
     }
     Err(LockError::Unstable { path: lockfile }.into())
+}
+
+/// Who holds a run lock we could not take.
+enum HeldBy {
+    Gc,
+    Run { pid: String },
+    Nobody,
+}
+
+/// Tell a gc's hold from a run's. What gc writes into the lock comes only after it holds
+/// it (the file still names the run before, or is half-written), so the kernel decides:
+/// a holder that also holds the runs dir's `GC_LOCK` is a gc, which takes that before
+/// any run lock and keeps it until after. gc's own record, when the kernel agrees it is
+/// the holder's, says so too, and is all there is when the lock table cannot be read.
+fn held_by(file: &File, gc_lock: &Path) -> HeldBy {
+    let table = crate::proclocks::LockTable::read();
+    let record = applock::holder_in(file, table.as_ref());
+    let gc_says_so = record.as_ref().and_then(|h| h.tool.as_deref()) == Some(crate::rungc::GC_TOOL);
+    let run = |record: Option<Holder>| HeldBy::Run {
+        pid: crate::holder::pid_and_run(record.as_ref()).0,
+    };
+    let Some(table) = table else {
+        return if gc_says_so { HeldBy::Gc } else { run(record) };
+    };
+    let holders = file
+        .metadata()
+        .map(|m| table.holders(&m))
+        .unwrap_or_default();
+    let gcs = fs::symlink_metadata(gc_lock)
+        .map(|m| table.holders(&m))
+        .unwrap_or_default();
+    if holders.is_empty() {
+        HeldBy::Nobody
+    } else if gc_says_so || holders.iter().any(|pid| gcs.contains(pid)) {
+        HeldBy::Gc
+    } else {
+        run(record)
+    }
+}
+
+/// Block until the holder lets go of `file`'s lock (no polling: flock wakes us), then
+/// let go at once: what is at the path afterwards is locked anew and verified.
+fn wait_for_release(file: &File) -> io::Result<()> {
+    loop {
+        match file.lock() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => {
+                other?;
+                return file.unlock();
+            }
+        }
+    }
 }
 
 /// Make `path` an empty real directory (`empty`), or just a real directory. A symlink

@@ -15,6 +15,12 @@
 //! id, while the lock is held, so a run starting with the same id at that moment gets a
 //! fresh directory instead of one being deleted under it; leftovers of an interrupted
 //! gc are finished off by the next.
+//!
+//! A run of that id starting while gc holds its lock must wait for gc, not take it for a
+//! run in progress. What gc writes into the lock comes only after it holds it, so it
+//! cannot be what tells them apart: gc holds a shared flock on the runs dir's
+//! [`GC_LOCK`] for its whole sweep, before it takes any run lock, and a run whose lock's
+//! holder (by the kernel's lock table) also holds that one knows it is a gc.
 
 use std::fs;
 use std::io;
@@ -34,6 +40,11 @@ const TRASH_PREFIX: &str = "gc~";
 /// The `tool` in the metadata gc writes into a run lock it holds: a run of the same id
 /// that finds it waits for the removal instead of reporting "already in progress".
 pub const GC_TOOL: &str = "ccci-rundir gc";
+
+/// Held (shared: gcs may sweep side by side) by every gc for its whole sweep, so that a
+/// run can tell from the kernel's lock table that the holder of its lock is a gc. Not a
+/// valid run id, so never taken for a run. Nothing ever holds it exclusively.
+pub const GC_LOCK: &str = ".gc~.lock";
 
 #[derive(Debug, Serialize)]
 pub struct GcEntry {
@@ -62,6 +73,12 @@ pub fn gc(runs: &RunsDir, older_than: Duration, dry_run: bool) -> io::Result<GcR
     if !runs.check_existing().map_err(io::Error::other)? {
         return Ok(report);
     }
+    // A dry run creates nothing and only probes run locks shared, which a starting run
+    // already tells from a holder (applock's `try_exclusive`).
+    let _sweeping = match dry_run {
+        true => None,
+        false => Some(mark_sweep(runs)?),
+    };
     let mut entries: Vec<_> = fs::read_dir(runs.path())?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
@@ -124,6 +141,22 @@ pub fn gc(runs: &RunsDir, older_than: Duration, dry_run: bool) -> io::Result<GcR
         }
     }
     Ok(report)
+}
+
+/// Take [`GC_LOCK`] shared, for as long as the returned file is open.
+fn mark_sweep(runs: &RunsDir) -> io::Result<fs::File> {
+    let path = runs.path().join(GC_LOCK);
+    let file = applock::open_lockfile(&path).map_err(io::Error::other)?;
+    match file.try_lock_shared() {
+        Ok(()) => Ok(file),
+        // Nothing of ours takes it exclusively: without it, a run starting while we hold
+        // its lock would be refused, so refuse to sweep instead.
+        Err(fs::TryLockError::WouldBlock) => Err(io::Error::other(format!(
+            "{} is locked exclusively by someone else (gc never does): not sweeping",
+            path.display()
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// A directory of ours with a regular `.run.lock` of ours (not followed).
@@ -194,6 +227,10 @@ fn remove_if_free(
         }
         Verified::Held { file, .. } => file,
     };
+    // For people reading the lock, and the fallback by which a run of this id knows to
+    // wait for us when the kernel's lock table cannot be read (see rundir).
+    let holder = crate::holder::Holder::new_for_this_process(None, None, GC_TOOL, vec![]);
+    let _ = holder.write(&file);
     if let Some(limit) = older_than {
         let idle = idle_for(path);
         if idle < limit {
@@ -203,8 +240,6 @@ fn remove_if_free(
             )));
         }
     }
-    let holder = crate::holder::Holder::new_for_this_process(None, None, GC_TOOL, vec![]);
-    let _ = holder.write(&file); // so a run of this id waits for us (see rundir)
     let trash = if name.starts_with(TRASH_PREFIX) {
         path.to_owned()
     } else {
