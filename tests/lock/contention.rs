@@ -390,3 +390,51 @@ fn an_unreadable_lock_table_never_lets_a_second_run_in() {
     }
     go.release();
 }
+
+#[test]
+fn a_run_whose_lockfile_was_removed_takes_it_again_nested_while_a_newcomer_waits() {
+    // W holds D; its lockfile is removed by hand; X takes the fresh lockfile and waits
+    // for W (step 6). W then takes D again, nested: it holds D (X waits for it), so it
+    // must go in at once — waiting for the fresh lockfile would be waiting for X, which
+    // waits for W: forever. Then X goes, after W (enter/leave marks).
+    let sb = Sandbox::new();
+    let go = sb.fifo("go");
+    let log = sb.path("log");
+    let lock = crate::support::bin("ccci-lock");
+    let w = hold(
+        &sb,
+        D,
+        &[],
+        &format!(
+            "echo 'enter W' >> '{l}'; read x < '{g}'; \
+             '{lock}' -n {D} -- sh -c \"echo 'inner W' >> '{l}'\"; \
+             echo \"leave W $?\" >> '{l}'",
+            l = log.display(),
+            g = go.path.display(),
+            lock = lock.display()
+        ),
+    );
+    std::fs::remove_file(sb.lockfile(D)).unwrap();
+    let mut x = sb.cmd("ccci-lock");
+    x.current_dir(sb.tmp.path()).args([
+        D,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo 'enter X' >> '{l}'; echo 'leave X' >> '{l}'",
+            l = log.display()
+        ),
+    ]);
+    let mut x = Background::spawn(x);
+    x.wait_for("removed by hand — waiting for it to end ==");
+    go.release();
+    let (status, lines) = w.finish();
+    assert!(status.success(), "{lines:?}");
+    let (status, lines) = x.finish();
+    assert!(status.success(), "{lines:?}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "enter W\ninner W\nleave W 0\nenter X\nleave X\n"
+    );
+}

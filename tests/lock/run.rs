@@ -364,6 +364,26 @@ fn d_then_e_then_d_again_runs_instead_of_waiting_for_itself() {
 }
 
 #[test]
+fn d_then_e_then_ccci_deploy_of_d_passes_the_lock_rule() {
+    // ccci-deploy's lock rule asks the kernel too: under D then E, it holds D. (Docker is
+    // pointed nowhere: past the lock rule (78) it stops at the docker check, 69.)
+    let sb = Sandbox::new();
+    let script =
+        format!("\"$0\" {D} -- \"$0\" dep.example -- \"$DEPLOY\" down {D}; echo \"deploy=$?\"");
+    let mut cmd = sh_with("ccci-lock", &script);
+    cmd.env("CCCI_APP_LOCK_DIR", sb.lock_dir())
+        .env("DEPLOY", crate::support::bin("ccci-deploy"))
+        .env("DOCKER_HOST", "unix:///nonexistent.sock");
+    let out = output_within(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("deploy=69"), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("not holding the app lock"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn lock_wait_env_empty_is_unset_and_garbage_is_named() {
     let sb = Sandbox::new();
     sb.assert("ccci-lock")

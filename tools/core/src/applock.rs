@@ -294,17 +294,42 @@ fn acquire(
 ///
 /// An error when our descriptors cannot be read (`EMFILE`): the caller cannot tell, and
 /// must neither wait for itself nor act as the holder.
+///
+/// A lockfile of ours that someone removed by hand counts too: while its run lives, a
+/// newcomer that took the fresh lockfile waits for that run (step 6), so the run still
+/// holds the domain — and a nested `ccci-lock D` that waited for the fresh one would wait
+/// for the newcomer that waits for it: forever. (The protocol itself unlinks only a free
+/// lockfile, holding it, and whoever wakes on that dead inode starts over: holding an
+/// unlinked lockfile of D means being the run that had D when it was removed.)
 pub fn inherited(dir: &LockDir, domain: &Domain) -> io::Result<Option<RawFd>> {
     let locked = crate::proclocks::our_exclusive_flocks()?;
-    let Ok(named) = fs::symlink_metadata(dir.lockfile(domain)) else {
-        return Ok(None);
-    };
+    let path = dir.lockfile(domain);
+    let named = fs::symlink_metadata(&path).ok();
+    let removed = removed_name(dir, &path);
     Ok(locked.into_iter().find_map(|(fd, (dev, ino))| {
-        let same = named.ino() == ino
-            && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)
-            && nix::sys::stat::minor(named.dev()) == nix::sys::stat::minor(dev);
-        same.then_some(fd)
+        let same = named.as_ref().is_some_and(|named| {
+            named.ino() == ino
+                && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)
+                && nix::sys::stat::minor(named.dev()) == nix::sys::stat::minor(dev)
+        });
+        let ours_removed = || {
+            removed.as_ref().is_some_and(|removed| {
+                fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|l| l == *removed)
+            })
+        };
+        (same || ours_removed()).then_some(fd)
     }))
+}
+
+/// What `/proc/self/fd/<n>` shows for a descriptor of `path` after it was unlinked: the
+/// canonical path with " (deleted)" appended.
+fn removed_name(dir: &LockDir, path: &Path) -> Option<PathBuf> {
+    let mut shown = fs::canonicalize(dir.path())
+        .ok()?
+        .join(path.file_name()?)
+        .into_os_string();
+    shown.push(" (deleted)");
+    Some(shown.into())
 }
 
 /// The processes that hold `domain` through a lockfile someone removed by hand (outside
