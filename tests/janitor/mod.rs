@@ -543,3 +543,115 @@ fn reaping_a_b_leaves_the_secrets_of_a_live_a_b_c() {
     gate.release();
     let _ = bin("ccci-janitor");
 }
+
+#[test]
+fn a_run_holding_through_a_detached_bind_mount_of_the_lock_dir_is_left() {
+    // Issue 17 point 3: a run in another mount namespace locks D through a bind mount of
+    // the lock dir; its background child keeps the lock after its command exits; the bind
+    // goes (`umount -l`) and the lockfile is removed by hand. The child's descriptor now
+    // shows `/cc-ci-app-D.lock (deleted)`, a path in a detached tree: by its name it is
+    // still D's lockfile, and the live run's app must be left.
+    if !swarm::available("a_run_holding_through_a_detached_bind_mount_of_the_lock_dir_is_left") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("j13");
+    fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+    fs::create_dir_all(app.sb.lock_dir()).unwrap();
+    let mnt = app.sb.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let gate = app.sb.fifo("gate");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind '{locks}' '{mnt}' && \
+             CCCI_APP_LOCK_DIR='{mnt}' '{lock}' {d} -- sh -c \"read x < '{gate}' >/dev/null 2>&1 &\" && \
+             umount -l '{mnt}' && echo detached >&2",
+            locks = app.sb.lock_dir().display(),
+            mnt = mnt.display(),
+            lock = bin("ccci-lock").display(),
+            gate = gate.path.display()
+        ));
+    crate::support::scrub(&mut cmd);
+    let mut run = Background::spawn(cmd);
+    run.wait_for("detached");
+    fs::remove_file(app.sb.lockfile(&d)).unwrap();
+    let report = assert_left_unlinked(&app, &d);
+    assert!(
+        report["open_by"].as_array().is_some_and(|a| !a.is_empty()),
+        "{report}"
+    );
+    gate.release();
+    assert!(run.finish().0.success());
+}
+
+#[test]
+fn a_lock_no_descriptor_explains_stops_every_reap_and_shows_in_the_metrics() {
+    // Issue 17 point 3: a flock on the lock dir's device that no process has a descriptor
+    // for (held through a memory mapping (plain mmap(2): Python's own mmap keeps a dup)
+    // after its descriptor was closed) could be any
+    // domain's run, with its lockfile removed by hand. The janitor cannot prove D free:
+    // it leaves D's app, says why, and the metric counts the untraced lock.
+    if !swarm::available("a_lock_no_descriptor_explains_stops_every_reap_and_shows_in_the_metrics")
+    {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("j14");
+    fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+    fs::create_dir_all(app.sb.lock_dir()).unwrap();
+    let gate = app.sb.fifo("gate");
+    let script = format!(
+        "import ctypes, fcntl, os, sys\n\
+         fd = os.open('{lockfile}', os.O_RDWR | os.O_CREAT, 0o600)\n\
+         os.write(fd, b'x' * 4096)\n\
+         fcntl.flock(fd, fcntl.LOCK_EX)\n\
+         libc = ctypes.CDLL(None)\n\
+         libc.mmap.restype = ctypes.c_void_p\n\
+         libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]\n\
+         assert libc.mmap(None, 4096, 1, 1, fd, 0) not in (None, ctypes.c_void_p(-1).value)\n\
+         os.close(fd)\n\
+         print('held', file=sys.stderr, flush=True)\n\
+         open('{gate}').read()\n",
+        lockfile = app.sb.lockfile(&d).display(),
+        gate = gate.path.display()
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &script]);
+    let mut holder = Background::spawn(cmd);
+    holder.wait_for("held");
+    fs::remove_file(app.sb.lockfile(&d)).unwrap();
+    let metrics = app.sb.path("metrics.prom");
+    let out = output_within(app.janitor(
+        &only(&[&d]),
+        &["--json", "--metrics-file", metrics.to_str().unwrap()],
+    ));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("cannot prove {d} free, leaving it")),
+        "{err}"
+    );
+    assert!(
+        app.env_file(&d).exists(),
+        "a possibly live run's app was reaped: {err}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["domains"][0]["result"], "left", "{doc}");
+    assert_eq!(
+        doc["domains"][0]["untraced"][0]["pids"][0],
+        holder.pid(),
+        "{doc}"
+    );
+    let metrics = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        metrics.contains("ccci_janitor_untraced_locks 1\n"),
+        "{metrics}"
+    );
+    gate.release();
+    assert!(holder.finish().0.success());
+    // Once it is gone, the same pass reaps D.
+    let out = output_within(app.janitor(&only(&[&d]), &[]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!app.env_file(&d).exists(), "{}", text(&out.stderr));
+}

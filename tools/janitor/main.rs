@@ -75,6 +75,7 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
         duration: start.elapsed(),
         domains: &pass.domains,
         ignored: pass.ignored,
+        untraced: pass.untraced,
     };
     say!("{}", report.summary());
     if cli.json {

@@ -26,7 +26,7 @@ use crate::domain::Domain;
 use crate::holder::Holder;
 use crate::janitor_report::{DomainReport, Outcome};
 use crate::lockdir::LockDir;
-use crate::proclocks::{LockTable, OpenBy};
+use crate::proclocks::{LockTable, OpenBy, Untraced};
 use crate::swarm::Inventory;
 use crate::teardown::{self, Teardown};
 
@@ -43,10 +43,21 @@ pub struct Janitor<'a> {
     pub timeout: Duration,
 }
 
-/// What a pass found: one report per eligible domain, and how many were ignored.
+/// What a pass found: one report per eligible domain, how many were ignored, and how
+/// many flocks on the lock dir's device could not be traced (nothing was reaped then).
 pub struct Pass {
     pub domains: Vec<DomainReport>,
     pub ignored: usize,
+    pub untraced: usize,
+}
+
+/// What a pass knows when it probes one domain.
+struct Probe<'a> {
+    inventory: &'a Inventory,
+    known: &'a BTreeSet<String>,
+    servers: &'a Path,
+    locks: Option<&'a LockTable>,
+    untraced: &'a [Untraced],
 }
 
 impl Janitor<'_> {
@@ -66,11 +77,17 @@ impl Janitor<'_> {
         let locks = LockTable::load();
         // Held through a lockfile someone unlinked: live runs no lockfile names any more.
         // When that cannot be told (the lock table unreadable), nothing is reaped.
-        let unlinked = match &locks {
-            Ok(table) => self.lock_dir.held_unlinked(table),
+        // A flock on the lock dir's device that no descriptor in sight explains may be any
+        // domain's live run: then nothing is reaped (tidying a lockfile stays safe).
+        let scan = match &locks {
+            Ok(table) => self.lock_dir.held_unlinked_or_untraced(table),
             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
         }
         .map_err(|e| e.to_string());
+        let (unlinked, untraced) = match scan {
+            Ok((unlinked, untraced)) => (Ok(unlinked), untraced),
+            Err(e) => (Err(e), Vec::new()),
+        };
         let mut candidates: BTreeSet<Domain> = lockfiles.iter().cloned().collect();
         candidates.extend(unlinked.iter().flatten().map(|(d, _)| d.clone()));
         candidates.extend(env_domains.iter().cloned());
@@ -86,6 +103,7 @@ impl Janitor<'_> {
         let mut pass = Pass {
             domains: Vec::new(),
             ignored: 0,
+            untraced: untraced.len(),
         };
         for domain in &candidates {
             if !self.eligible(domain) {
@@ -108,7 +126,14 @@ impl Janitor<'_> {
                 .map(|(_, holder)| holder.clone())
                 .collect();
             let report = if holders.is_empty() {
-                self.probe_and_act(domain, &inventory, &known, &servers, locks.as_ref().ok())
+                let probe = Probe {
+                    inventory: &inventory,
+                    known: &known,
+                    servers: &servers,
+                    locks: locks.as_ref().ok(),
+                    untraced: &untraced,
+                };
+                self.probe_and_act(domain, &probe)
             } else {
                 // Its lock is free to take, but a run holds the old one: never reap it.
                 DomainReport::held_unlinked(domain, holders)
@@ -119,14 +144,14 @@ impl Janitor<'_> {
         Ok(pass)
     }
 
-    fn probe_and_act(
-        &self,
-        domain: &Domain,
-        inventory: &Inventory,
-        known: &BTreeSet<String>,
-        servers: &Path,
-        locks: Option<&LockTable>,
-    ) -> DomainReport {
+    fn probe_and_act(&self, domain: &Domain, probe: &Probe<'_>) -> DomainReport {
+        let Probe {
+            inventory,
+            known,
+            servers,
+            locks,
+            untraced,
+        } = *probe;
         let mut report = DomainReport::new(domain);
         let has_resources = !inventory.of(&domain.stack_name(), known).is_empty()
             || !teardown::env_files(servers, domain).is_empty();
@@ -138,6 +163,10 @@ impl Janitor<'_> {
                     if matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)) =>
                 {
                     self.left(&mut report, &f, &path, locks);
+                    Outcome::Left
+                }
+                Ok(_) if has_resources && !untraced.is_empty() => {
+                    report.untraced = untraced.to_vec();
                     Outcome::Left
                 }
                 Ok(_) if has_resources => Outcome::WouldReap,
@@ -166,8 +195,18 @@ impl Janitor<'_> {
         // The pass looked for runs holding an unlinked lockfile when it started, and reaps
         // take long: a lockfile unlinked since would have us reap a live run. Look again.
         let holders = if has_resources {
-            match LockTable::load().and_then(|t| self.lock_dir.held_unlinked(&t)) {
-                Ok(holders) => holders,
+            match LockTable::load().and_then(|t| self.lock_dir.held_unlinked_or_untraced(&t)) {
+                // Untraced at the start of the pass or now: this one may be live.
+                Ok((_, now)) if !untraced.is_empty() || !now.is_empty() => {
+                    report.untraced = if now.is_empty() {
+                        untraced.to_vec()
+                    } else {
+                        now
+                    };
+                    report.outcome = Outcome::Left;
+                    return report;
+                }
+                Ok((holders, _)) => holders,
                 Err(e) => {
                     // The lockfile our probe made goes; the domain waits for a pass that
                     // can tell.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::domain::Domain;
 use crate::duration;
 use crate::holder::{Holder, pid_and_run};
-use crate::proclocks::OpenBy;
+use crate::proclocks::{OpenBy, Untraced};
 use crate::teardown::Removed;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +49,9 @@ pub struct DomainReport {
     pub open_by: Vec<OpenBy>,
     /// The lockfile was unlinked while held (outside the protocol); `open_by` holds it.
     pub lockfile_unlinked: bool,
+    /// Left because flocks on the lock dir's device could not be traced: it might be
+    /// this domain's live run.
+    pub untraced: Vec<Untraced>,
     pub removed: Option<Removed>,
 }
 
@@ -62,6 +65,7 @@ impl DomainReport {
             held_for: None,
             open_by: Vec::new(),
             lockfile_unlinked: false,
+            untraced: Vec::new(),
             removed: None,
         }
     }
@@ -95,6 +99,20 @@ impl DomainReport {
                 format!(
                     "live run, leaving it: {d} — but its lockfile was unlinked while held, by {}: a run that starts on {d} now would not wait for it",
                     holders.join(", ")
+                )
+            }
+            Outcome::Left if !self.untraced.is_empty() => {
+                let locks: Vec<String> = self
+                    .untraced
+                    .iter()
+                    .map(|u| {
+                        let pids: Vec<String> = u.pids.iter().map(|p| p.to_string()).collect();
+                        format!("inode {} by pid {}", u.ino, pids.join(","))
+                    })
+                    .collect();
+                format!(
+                    "cannot prove {d} free, leaving it: a flock on the lock dir's device ({}) is held by a process that no lockfile or descriptor in sight explains — it may be this domain's run",
+                    locks.join("; ")
                 )
             }
             Outcome::Left if self.stale => {
@@ -131,6 +149,7 @@ struct DomainJson<'a> {
     holder: Option<&'a Holder>,
     open_by: &'a [OpenBy],
     lockfile_unlinked: bool,
+    untraced: &'a [Untraced],
     removed: Option<Removed>,
     error: Option<&'a str>,
 }
@@ -141,6 +160,8 @@ pub struct Report<'a> {
     pub duration: Duration,
     pub domains: &'a [DomainReport],
     pub ignored: usize,
+    /// Flocks on the lock dir's device nothing in sight explains (nothing was reaped).
+    pub untraced: usize,
 }
 
 impl Report<'_> {
@@ -197,6 +218,7 @@ impl Report<'_> {
                 holder: d.holder.as_ref(),
                 open_by: &d.open_by,
                 lockfile_unlinked: d.lockfile_unlinked,
+                untraced: &d.untraced,
                 removed: d.removed,
                 error: match &d.outcome {
                     Outcome::Error(e) | Outcome::Skipped(e) => Some(e),
@@ -250,10 +272,14 @@ impl Report<'_> {
              ccci_janitor_duration_seconds {:.3}\n\
              # HELP ccci_janitor_stale_locks Held app locks older than --stale-after.\n\
              # TYPE ccci_janitor_stale_locks gauge\n\
-             ccci_janitor_stale_locks {}\n",
+             ccci_janitor_stale_locks {}\n\
+             # HELP ccci_janitor_untraced_locks Flocks on the lock dir's device that no process in sight explains; while any is there, nothing is reaped.\n\
+             # TYPE ccci_janitor_untraced_locks gauge\n\
+             ccci_janitor_untraced_locks {}\n",
             now.as_secs(),
             self.duration.as_secs_f64(),
-            self.stale()
+            self.stale(),
+            self.untraced
         ));
         out
     }
@@ -302,6 +328,7 @@ mod tests {
             duration: Duration::from_millis(2100),
             domains: &domains,
             ignored: 4,
+            untraced: 0,
         };
         assert_eq!(
             r.summary(),

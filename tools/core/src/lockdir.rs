@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::Domain;
 use crate::env::EnvVars;
-use crate::proclocks::{LockTable, OpenBy};
+use crate::proclocks::{LockTable, OpenBy, Untraced};
 use crate::shareddir::{SharedDir, SharedDirError};
 
 const PREFIX: &str = "cc-ci-app-";
+
+/// Domains held through a lockfile removed from the lock dir, each with a holder.
+pub type HeldUnlinked = Vec<(Domain, OpenBy)>;
 const SUFFIX: &str = ".lock";
 
 #[derive(Clone, Debug)]
@@ -77,8 +80,23 @@ impl LockDir {
     /// Domains whose lockfile here was unlinked while a process held it, with who holds
     /// it. Outside the protocol (an operator's `rm`): the holder is a live run, though no
     /// lockfile says so any more.
+    /// As [`held_unlinked`](Self::held_unlinked), with the flocks on this directory's
+    /// device that nothing in sight explains (see [`LockTable::held_unlinked_or_untraced`]).
+    pub fn held_unlinked_or_untraced(
+        &self,
+        locks: &LockTable,
+    ) -> io::Result<(HeldUnlinked, Vec<Untraced>)> {
+        let scan = locks.held_unlinked_or_untraced(self.path())?;
+        let held = scan
+            .unlinked
+            .into_iter()
+            .filter_map(|(name, holder)| Some((domain_of(&name)?, holder)))
+            .collect();
+        Ok((held, scan.untraced))
+    }
+
     /// An error when that cannot be told (see [`LockTable::held_unlinked`]).
-    pub fn held_unlinked(&self, locks: &LockTable) -> io::Result<Vec<(Domain, OpenBy)>> {
+    pub fn held_unlinked(&self, locks: &LockTable) -> io::Result<HeldUnlinked> {
         Ok(locks
             .held_unlinked(self.path())?
             .into_iter()

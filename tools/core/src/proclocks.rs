@@ -95,10 +95,37 @@ impl LockTable {
     /// An error when the directory or a process cannot be looked at (other than one that
     /// has gone, or one we may not see): "cannot tell" is never "nobody".
     pub fn held_unlinked(&self, dir: &Path) -> io::Result<Vec<(OsString, OpenBy)>> {
+        Ok(self.scan(dir, false)?.unlinked)
+    }
+
+    /// As [`held_unlinked`](Self::held_unlinked), and also the flocks on `dir`'s device
+    /// that no process in sight has a descriptor for (their holder is in a PID namespace
+    /// we cannot see, say): such a lock may be any domain's, and only who cannot reap
+    /// wrongly may ignore it. Costs a `stat` of every descriptor of every process when a
+    /// lock's placer no longer has it open — for the janitor, not for every acquire.
+    pub fn held_unlinked_or_untraced(&self, dir: &Path) -> io::Result<Scan> {
+        let scan = self.scan(dir, true)?;
+        if scan.untraced.is_empty() {
+            return Ok(scan);
+        }
+        // A holder that exited while we looked leaves nothing to trace: only locks still
+        // held now count.
+        let now = LockTable::load()?;
+        let dev = fs::metadata(dir)?.dev();
+        let untraced = scan
+            .untraced
+            .into_iter()
+            .filter(|u| !now.holders_of(dev, u.ino).is_empty())
+            .collect();
+        Ok(Scan { untraced, ..scan })
+    }
+
+    fn scan(&self, dir: &Path, trace: bool) -> io::Result<Scan> {
+        let mut scan = Scan::default();
         let meta = match fs::metadata(dir) {
             Ok(meta) => meta,
             // No lock dir: no lockfile was ever removed from it.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
             Err(e) => return Err(e),
         };
         let dev = dev_key(meta.dev());
@@ -109,7 +136,7 @@ impl LockTable {
             .map(|((_, ino), pids)| (*ino, pids))
             .collect();
         if on_dev.is_empty() {
-            return Ok(Vec::new());
+            return Ok(scan);
         }
         let mut present: HashSet<u64> = HashSet::new();
         for entry in fs::read_dir(dir)? {
@@ -120,14 +147,14 @@ impl LockTable {
             .filter(|(ino, _)| !present.contains(ino))
             .collect();
         if missing.is_empty() {
-            return Ok(Vec::new());
+            return Ok(scan);
         }
         let dir = DirId {
             dev: meta.dev(),
             ino: meta.ino(),
             canonical: fs::canonicalize(dir).ok(),
         };
-        let mut found = Vec::new();
+        let found = &mut scan.unlinked;
         let mut looked: HashSet<i32> = HashSet::new();
         let mut open: HashSet<u64> = HashSet::new();
         let placers: std::collections::BTreeSet<i32> =
@@ -140,14 +167,43 @@ impl LockTable {
         }
         if missing.keys().any(|ino| !open.contains(ino)) {
             for pid in all_pids()?.filter(|p| !looked.contains(p)) {
-                let fds = open_files(pid, &dir, &missing, false)?;
+                let fds = open_files(pid, &dir, &missing, trace)?;
+                open.extend(fds.open);
                 found.extend(fds.unlinked.into_iter().map(|n| (n, OpenBy::of(pid))));
             }
         }
         found.sort_by(|a, b| (&a.0, a.1.pid).cmp(&(&b.0, b.1.pid)));
         found.dedup();
-        Ok(found)
+        if trace {
+            scan.untraced = missing
+                .iter()
+                .filter(|(ino, _)| !open.contains(ino))
+                .map(|(ino, pids)| Untraced {
+                    ino: *ino,
+                    pids: (*pids).clone(),
+                })
+                .collect();
+            scan.untraced.sort_by_key(|u| u.ino);
+        }
+        Ok(scan)
     }
+}
+
+/// What [`LockTable::held_unlinked_or_untraced`] found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Names of lockfiles unlinked while held, with who holds each.
+    pub unlinked: Vec<(OsString, OpenBy)>,
+    /// Flocks on the lock dir's device that no descriptor in sight explains.
+    pub untraced: Vec<Untraced>,
+}
+
+/// A flock nobody in sight has a descriptor for: its inode, and the pids `/proc/locks`
+/// gives for it (0: in a PID namespace we cannot see).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Untraced {
+    pub ino: u64,
+    pub pids: Vec<i32>,
 }
 
 /// `/proc/locks` names a device as `major:minor` in hex.
@@ -235,12 +291,32 @@ fn open_files(
             continue;
         }
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
-            && dir.is(pid, parent)
+            && (dir.is(pid, parent) || detached(pid, &fd.file_name()))
         {
+            // A lockfile's name through a mount since detached (`umount -l` of a bind of
+            // the lock dir) says nothing of its directory any more: by its name alone it
+            // is a lockfile of ours (the caller keeps only `cc-ci-app-<domain>.lock`).
             files.unlinked.push(name.to_owned());
         }
     }
     Ok(files)
+}
+
+/// Whether `pid`'s descriptor `fd` was opened through a mount that is no longer in its
+/// mount table (`mnt_id` in its fdinfo, proc(5)): its path is relative to a detached tree.
+fn detached(pid: i32, fd: &std::ffi::OsStr) -> bool {
+    let Ok(info) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.display())) else {
+        return false;
+    };
+    let Some(mnt_id) = info.lines().find_map(|l| l.strip_prefix("mnt_id:")) else {
+        return false;
+    };
+    let mnt_id = mnt_id.trim();
+    fs::read_to_string(format!("/proc/{pid}/mountinfo")).is_ok_and(|table| {
+        !table
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(mnt_id))
+    })
 }
 
 /// A process that went away while we looked (`ENOENT`, `ESRCH`), or one this user may not
