@@ -69,6 +69,33 @@ fn an_old_0644_lockfile_held_by_another_user_is_tightened_and_replaced() {
     if !require_root("an_old_0644_lockfile_held_by_another_user_is_tightened_and_replaced") {
         return;
     }
+    // Exclusive or shared: either blocks a run's LOCK_EX.
+    for kind in ["-x", "-s"] {
+        squatted_lockfile_is_replaced(kind);
+    }
+    // The same for a run's `.run.lock`.
+    let sb = reachable_sandbox();
+    sb.abra_servers();
+    sb.assert("ccci-rundir")
+        .args(["--run-id", "r1", "--", "true"])
+        .assert()
+        .success();
+    let run_lock = sb.runs_dir().join("r1/.run.lock");
+    fs::set_permissions(&run_lock, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(sb.runs_dir(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(sb.runs_dir().join("r1"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut squatter = Background::spawn(as_nobody(&format!(
+        "exec flock -s '{}' sh -c 'echo squatting >&2; exec sleep 1000'",
+        run_lock.display()
+    )));
+    squatter.wait_for("squatting");
+    sb.assert("ccci-rundir")
+        .args(["--run-id", "r1", "--", "true"])
+        .assert()
+        .success();
+}
+
+fn squatted_lockfile_is_replaced(kind: &str) {
     let sb = reachable_sandbox();
     fs::create_dir_all(sb.lock_dir()).unwrap();
     // As an older build left it: ours, 0644, so anyone may open it read-only.
@@ -77,11 +104,11 @@ fn an_old_0644_lockfile_held_by_another_user_is_tightened_and_replaced() {
     let old = fs::metadata(sb.lockfile(D)).unwrap().ino();
     let lockfile = sb.lockfile(D).display().to_string();
     let mut squatter = Background::spawn(as_nobody(&format!(
-        "exec flock -x '{lockfile}' sh -c 'echo squatting >&2; exec sleep 1000'"
+        "exec flock {kind} '{lockfile}' sh -c 'echo squatting >&2; exec sleep 1000'"
     )));
     squatter.wait_for("squatting");
 
-    // Root's run goes in at once, warned; the squatter holds a dead inode.
+    // Root's run goes in, warned; the squatter holds a dead inode.
     let ran = format!("echo in > '{}'", sb.path("ran").display());
     sb.assert("ccci-lock")
         .args(["-n", D, "--", "sh", "-c", &ran])
@@ -91,7 +118,11 @@ fn an_old_0644_lockfile_held_by_another_user_is_tightened_and_replaced() {
         .stderr(predicate::str::contains("cannot be a run"));
     assert_eq!(fs::read_to_string(sb.path("ran")).unwrap(), "in\n");
     let now = fs::metadata(sb.lockfile(D)).unwrap();
-    assert_ne!(now.ino(), old, "the squatted lockfile is still in place");
+    assert_ne!(
+        now.ino(),
+        old,
+        "{kind}: the squatted lockfile is still in place"
+    );
     assert_eq!(now.permissions().mode() & 0o777, 0o600);
     // Nothing else was left in the lock dir (no temporary name).
     assert_eq!(crate::support::list(&sb.lock_dir()).len(), 1);

@@ -26,7 +26,7 @@ use std::path::Path;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use nix::libc;
 
-use crate::proclocks::{LockTable, exclusive_flock_in_fdinfo};
+use crate::proclocks::{LockTable, any_flock_in_fdinfo};
 
 /// The mode of every lockfile: read and write for its owner, nothing for anyone else.
 pub const MODE: u32 = 0o600;
@@ -49,7 +49,7 @@ pub struct Foreigner {
     pub uid: u32,
 }
 
-/// The holders of the exclusive flock on `file` when every one is foreign (see the
+/// The holders of the flock (shared or exclusive) on `file` when every one is foreign (see the
 /// module); `None` when there is none or any holder may be a run.
 pub fn foreign_holders(file: &File, table: &LockTable) -> Option<Vec<Foreigner>> {
     let meta = file.metadata().ok()?;
@@ -111,7 +111,8 @@ fn judge(pid: i32, dev: u64, ino: u64, owner: u32) -> Verdict {
         let Ok(info) = fs::read_to_string(fdinfo) else {
             continue;
         };
-        let Some((d, i)) = exclusive_flock_in_fdinfo(&info) else {
+        // Shared or exclusive: a foreigner's `flock -s` blocks a run's `LOCK_EX` as well.
+        let Some((d, i)) = any_flock_in_fdinfo(&info) else {
             continue;
         };
         let same = i == ino

@@ -373,10 +373,19 @@ pub fn our_exclusive_flocks() -> io::Result<Vec<(i32, (u64, u64))>> {
 }
 
 pub fn exclusive_flock_in_fdinfo(fdinfo: &str) -> Option<(u64, u64)> {
+    flock_in_fdinfo(fdinfo, true)
+}
+
+/// As [`exclusive_flock_in_fdinfo`], for a flock of either kind (`LOCK_SH` too).
+pub fn any_flock_in_fdinfo(fdinfo: &str) -> Option<(u64, u64)> {
+    flock_in_fdinfo(fdinfo, false)
+}
+
+fn flock_in_fdinfo(fdinfo: &str, exclusive_only: bool) -> Option<(u64, u64)> {
     fdinfo.lines().find_map(|line| {
         let fields: Vec<&str> = line.strip_prefix("lock:")?.split_whitespace().collect();
         match fields.as_slice() {
-            [_, "FLOCK", _, "WRITE", _, file, ..] => {
+            [_, "FLOCK", _, kind, _, file, ..] if !exclusive_only || *kind == "WRITE" => {
                 let mut parts = file.split(':');
                 let major = u64::from_str_radix(parts.next()?, 16).ok()?;
                 let minor = u64::from_str_radix(parts.next()?, 16).ok()?;
