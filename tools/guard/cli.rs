@@ -20,9 +20,10 @@ WHAT IT DOES:
   --signal (then CONT); when the grace period runs out, everything left gets KILL.
   When the command has exited, every remaining descendant (setsid'd ones included) gets
   TERM, then KILL after the grace period; the guard exits when nothing is left.
-  If the guard's parent dies (a Drone cancel SIGKILLs the step's shell), the guard gets
-  TERM and ends the command as above; if the guard itself is SIGKILLed, the command
-  gets TERM from its own parent-death signal.
+  If the guard's parent dies (a Drone cancel SIGKILLs the step's shell), the guard ends
+  the command as if it had got TERM; the end of a launcher's thread that started the
+  guard, while the launcher lives on, is not a death. If the guard itself is SIGKILLed,
+  the command gets TERM from its own parent-death signal.
 
 EXIT STATUS:
   125                 the guard failed before the command started (usage included)
