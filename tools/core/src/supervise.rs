@@ -293,7 +293,11 @@ impl Run<'_> {
             if let Some(parent) = self.parent
                 && info.ssi_signo as i32 == parent_death_signal()
             {
-                self.parent_thread_ended(parent, swept);
+                // The kernel sends it as if from the parent itself; a stray `kill -RTMAX`
+                // from anyone else is dropped as any real-time signal is.
+                if info.ssi_code == nix::libc::SI_USER && info.ssi_pid as i32 == parent.as_raw() {
+                    self.parent_thread_ended(parent, swept);
+                }
                 continue;
             }
             let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
@@ -320,8 +324,12 @@ impl Run<'_> {
     /// command as a TERM would. A recycled pid cannot fool this: the new parent is always
     /// one that was alive together with the old one (an ancestor, or init), so it cannot
     /// have the old one's pid.
+    ///
+    /// A parent in another pid namespace (the guard as a container's pid 1) shows as pid 0,
+    /// before its death and after: there is no telling then, and the signal counts as a
+    /// death.
     fn parent_thread_ended(&mut self, parent: Pid, swept: bool) {
-        if getppid() == parent {
+        if parent.as_raw() != 0 && getppid() == parent {
             say(format_args!(
                 "{TOOL}: parent pid {parent} lives on (the thread that started the guard ended): not a parent death"
             ));
