@@ -222,7 +222,7 @@ impl Run<'_> {
             };
             let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
             wait(&mut fds, next.map(|t| t.saturating_duration_since(now)));
-            self.drain(signals, false);
+            self.drain(signals, None);
         }
     }
 
@@ -286,9 +286,12 @@ impl Run<'_> {
         }
     }
 
-    /// Act on every signal waiting in the signalfd. `swept`: the command is gone, so a
-    /// request only shortens nothing and forwarding has no one to reach.
-    fn drain(&mut self, signals: &SignalFd, swept: bool) {
+    /// Act on every signal waiting in the signalfd. `sweep`: the command has been reaped
+    /// and these are its leftovers, so a request shortens nothing, and a forwarded signal
+    /// goes to them alone, through their pidfds: the command's pid, which was its
+    /// process group id, is free now, and a `killpg(2)` could reach whoever got it next.
+    fn drain(&mut self, signals: &SignalFd, sweep: Option<&Sweep>) {
+        let swept = sweep.is_some();
         while let Ok(Some(info)) = signals.read_signal() {
             if let Some(parent) = self.parent
                 && info.ssi_signo as i32 == parent_death_signal()
@@ -307,9 +310,13 @@ impl Run<'_> {
                 Signal::SIGCHLD | Signal::SIGPIPE => {}
                 s if REQUESTS.contains(&s) && swept => self.already_terminating(),
                 s if REQUESTS.contains(&s) => self.request(s),
-                s if FORWARDED.contains(&s) => {
-                    signal_group(self.pid, s);
-                }
+                s if FORWARDED.contains(&s) => match sweep {
+                    Some(sweep) => sweep.forward(s),
+                    // Not reaped yet, even if it has exited: its group id is still its own.
+                    None => {
+                        signal_group(self.pid, s);
+                    }
+                },
                 // Blocked only so they cannot kill or stop the guard (ALRM, TSTP, ...).
                 _ => {}
             }
@@ -397,7 +404,7 @@ impl Run<'_> {
                 timeout = Some(timeout.map_or(POLL_AGAIN, |t| t.min(POLL_AGAIN)));
             }
             wait(&mut fds, timeout);
-            self.drain(signals, true);
+            self.drain(signals, Some(&sweep));
         }
     }
 }
