@@ -40,11 +40,11 @@ say(f"guard-exited {code}")
 sys.exit(code)
 "#;
 
-/// The command: `started` once its traps are set, `got-term` on TERM; on USR1 it writes
-/// `second-mark` and exits 0.
+/// The command: the file `started` once its traps are set, `got-term` on TERM; on USR1
+/// it writes `second-mark` and exits 0.
 const COMMAND: &str = "trap 'echo got-term >&2; exit 1' TERM; \
                        trap 'echo second-mark >&2; kill $!; exit 0' USR1; \
-                       sleep 100 & echo started > started; echo started >&2; wait";
+                       sleep 100 & echo started > started; wait";
 
 fn launcher(run: &Run) -> Background {
     fs::write(run.sb.path("launcher.py"), LAUNCHER).unwrap();
@@ -60,7 +60,6 @@ fn launcher(run: &Run) -> Background {
 /// guard may read its signal before Python prints); fail if the command got a TERM.
 /// Returns the guard's pid.
 fn thread_end_is_not_a_parent_death(launcher: &mut Background) -> i32 {
-    launcher.wait_for("started");
     let parent = launcher.pid();
     let (mut guard, mut judged) = (None, false);
     while guard.is_none() || !judged {
