@@ -296,11 +296,7 @@ impl Run<'_> {
             if let Some(parent) = self.parent
                 && info.ssi_signo as i32 == parent_death_signal()
             {
-                // The kernel sends it as if from the parent itself; a stray `kill -RTMAX`
-                // from anyone else is dropped as any real-time signal is.
-                if info.ssi_code == nix::libc::SI_USER && info.ssi_pid as i32 == parent.as_raw() {
-                    self.parent_thread_ended(parent, swept);
-                }
+                self.parent_thread_ended(parent, info.ssi_pid as i32, swept);
                 continue;
             }
             let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
@@ -332,14 +328,23 @@ impl Run<'_> {
     /// one that was alive together with the old one (an ancestor, or init), so it cannot
     /// have the old one's pid.
     ///
-    /// A parent in another pid namespace (the guard as a container's pid 1) shows as pid 0,
-    /// before its death and after: there is no telling then, and the signal counts as a
-    /// death.
-    fn parent_thread_ended(&mut self, parent: Pid, swept: bool) {
-        if parent.as_raw() != 0 && getppid() == parent {
-            say(format_args!(
-                "{TOOL}: parent pid {parent} lives on (the thread that started the guard ended): not a parent death"
-            ));
+    /// `sender` is the siginfo's pid: the kernel sends the signal as if from the parent
+    /// itself, so a parent that lives on and another sender is a stray `kill -RTMAX`,
+    /// dropped as any real-time signal is. A parent in another pid namespace (the guard
+    /// as a container's pid 1) shows as pid 0, both as the parent and as the sender,
+    /// before its death and after: there is no telling then, and the kernel's signal
+    /// counts as a death.
+    fn parent_thread_ended(&mut self, parent: Pid, sender: i32, swept: bool) {
+        let gone = match parent.as_raw() {
+            0 => sender == 0,
+            _ => getppid() != parent,
+        };
+        if !gone {
+            if sender == parent.as_raw() {
+                say(format_args!(
+                    "{TOOL}: parent pid {parent} lives on (the thread that started the guard ended): not a parent death"
+                ));
+            }
         } else if swept || self.termination.is_some() {
             self.already_terminating();
         } else {
