@@ -10,6 +10,7 @@ mod orphaned;
 mod signals;
 mod status;
 mod teardown;
+mod threads;
 #[cfg(target_env = "gnu")] // PTRACE_GET_SYSCALL_INFO, through orphaned's helpers
 mod wedged;
 

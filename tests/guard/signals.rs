@@ -330,3 +330,88 @@ fn real_time_signals_neither_kill_the_guard() {
     assert_eq!(status.code(), Some(7), "{status:?} {lines:?}");
     run.assert_nothing_alive();
 }
+
+/// `python3 signals.py NAME [--setsid]`: appends `ready PID` to the file NAME, then
+/// `NAME got SIG PID` (to the file and stderr) for each TERM or USR1; exits on USR1. No
+/// child processes, so it forks nothing the test's pid arithmetic would have to allow for.
+const SIGNAL_LOGGER: &str = r#"
+import os, signal, sys
+name = sys.argv[1]
+if "--setsid" in sys.argv:
+    os.setsid()
+def mark(line):
+    with open(name, "a") as f:
+        f.write(line + "\n")
+def on(signo, _):
+    line = f"{name} got {signal.Signals(signo).name.removeprefix('SIG')} {os.getpid()}"
+    mark(line)
+    os.write(2, (line + "\n").encode())
+    if signo == signal.SIGUSR1:
+        sys.exit(0)
+for s in (signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(s, on)
+mark(f"ready {os.getpid()}")
+while True:
+    signal.pause()
+"#;
+
+#[test]
+fn after_the_command_is_reaped_forwarded_signals_reach_only_the_leftovers_not_a_reused_group() {
+    // Once the guard has reaped the command, the command's pid — its old process group id —
+    // is free. In a pid namespace of its own the test hands that very pid to an unrelated
+    // process that leads a group of its own (`ns_last_pid`), while the guard waits out its
+    // grace for a TERM-ignoring, setsid'd leftover. A USR1 to the guard must reach the
+    // leftover, which the guard holds a pidfd for, and never the stranger.
+    if !crate::support::require_root("pid reuse in a new pid namespace") {
+        return;
+    }
+    let run = Run::new();
+    fs::write(run.sb.path("signals.py"), SIGNAL_LOGGER).unwrap();
+    // Runs as pid 1 of the new namespace; `$0` is the guard.
+    let driver = r#"
+        "$0" -q -k 1m --report r.json -- sh -c '
+            setsid python3 signals.py leftover &
+            until grep -q ready leftover 2>/dev/null; do sleep 0.01; done
+            echo $$ > command.pid' &
+        guard=$!
+        # The leftover's TERM comes from the sweep, which starts once the command is reaped.
+        until grep -q "got TERM" leftover 2>/dev/null; do sleep 0.01; done
+        command=$(cat command.pid)
+        echo $((command - 1)) > /proc/sys/kernel/ns_last_pid
+        python3 signals.py stranger --setsid &
+        stranger=$!
+        until grep -q ready stranger 2>/dev/null; do sleep 0.01; done
+        echo "command $command stranger $stranger" >&2
+        kill -USR1 $guard
+        wait $guard
+        echo "guard-exited $?" >&2
+        kill -KILL $stranger
+    "#;
+    let mut cmd = std::process::Command::new("unshare");
+    run.prepare(&mut cmd);
+    cmd.args(["-fp", "--mount-proc", "sh", "-c", driver])
+        .arg(crate::support::bin("ccci-guard"));
+    let mut ns = Background::spawn(cmd);
+    let line = ns.wait_for("stranger");
+    let command = super::number_after(&line, "command");
+    let stranger = super::number_after(&line, "stranger");
+    assert_eq!(
+        command, stranger,
+        "the stranger did not get the command's old pid: {line}"
+    );
+    let (which, line) = ns.wait_for_any(&["leftover got USR1", "stranger got USR1"]);
+    assert_eq!(which, 0, "the USR1 went to the reused group: {line}");
+    ns.wait_for("guard-exited 0");
+    let (status, lines) = ns.finish();
+    assert!(status.success(), "{status:?} {lines:?}");
+    assert!(
+        !run.sb.read("stranger").contains("got"),
+        "{}",
+        run.sb.read("stranger")
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.sb.path("r.json")).unwrap()).unwrap();
+    assert_eq!(r["outcome"], "exited", "{r}");
+    assert_eq!(r["leftovers"][0]["comm"], "python3", "{r}");
+    run.wait_until_nothing_alive();
+}

@@ -160,3 +160,53 @@ fn sigkill_of_the_guard_itself_sends_term_to_the_command() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+#[test]
+fn every_leftover_gets_term_first_whatever_the_open_files_limit() {
+    // Under `ulimit -n 40` the guard cannot hold a pidfd for each of 100 leftovers. Each
+    // must still get TERM before any KILL. These ignore it (a trap that only writes a
+    // mark), so the pidfds the guard does hold stay held through the grace period: a
+    // leftover left without one would hear nothing until the KILL at its end.
+    let run = Run::new();
+    let _idle = run.sb.fifo("idle");
+    // No child processes: `read` on a fifo nobody writes waits, and the trap interrupts it.
+    let leftover = "trap 'echo \"term $$\" >> terms' TERM; exec 3<>idle; \
+                    echo \"start $$\" >> starts; while :; do read x <&3; done";
+    let command = "i=0; while [ $i -lt 100 ]; do sh -c \"$1\" & i=$((i + 1)); done; \
+                   until [ \"$(cat starts 2>/dev/null | wc -l)\" -ge 100 ]; do sleep 0.01; done";
+    let mut cmd =
+        run.sh("ulimit -n 40; exec \"$0\" -q -k 10m --report r.json -- sh -c \"$1\" sh \"$2\"");
+    cmd.arg(command).arg(leftover);
+    let guard = Background::spawn(cmd);
+    let pids = |name: &str, word: &str| -> std::collections::BTreeSet<i32> {
+        run.sb
+            .read(name)
+            .lines()
+            .map(|l| number_after(l, word))
+            .collect()
+    };
+    let end = std::time::Instant::now() + crate::support::PATIENCE;
+    while pids("terms", "term").len() < 100 {
+        assert!(
+            std::time::Instant::now() < end,
+            "only {} of 100 leftovers got TERM: {:?}",
+            pids("terms", "term").len(),
+            pids("terms", "term")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let started = pids("starts", "start");
+    assert_eq!(pids("terms", "term"), started);
+    // They ignore TERM, and the grace period is long: end them here.
+    for pid in &started {
+        kill(Pid::from_raw(*pid), Signal::SIGKILL).unwrap();
+    }
+    let (status, lines) = guard.finish();
+    assert_eq!(status.code(), Some(0), "{lines:?}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.sb.path("r.json")).unwrap()).unwrap();
+    let leftovers = r["leftovers"].as_array().unwrap();
+    assert_eq!(leftovers.len(), 100, "{r}");
+    assert!(leftovers.iter().all(|l| l["signal"] == "TERM"), "{r}");
+    run.assert_nothing_alive();
+}

@@ -16,13 +16,15 @@ WHAT IT DOES:
   Runs COMMAND in a session of its own (its pgid is its pid) and makes itself a child
   subreaper. TERM, INT, HUP or QUIT to the guard is forwarded to the command's process
   group once and starts the grace clock; later ones are logged, not forwarded. USR1,
-  USR2, WINCH and CONT are forwarded as they come. At the deadline the group gets
-  --signal (then CONT); when the grace period runs out, everything left gets KILL.
+  USR2, WINCH and CONT are forwarded as they come (once the command has exited, to its
+  leftovers, through pidfds). At the deadline the group gets --signal (then CONT); when
+  the grace period runs out, everything left gets KILL.
   When the command has exited, every remaining descendant (setsid'd ones included) gets
   TERM, then KILL after the grace period; the guard exits when nothing is left.
-  If the guard's parent dies (a Drone cancel SIGKILLs the step's shell), the guard gets
-  TERM and ends the command as above; if the guard itself is SIGKILLed, the command
-  gets TERM from its own parent-death signal.
+  If the guard's parent dies (a Drone cancel SIGKILLs the step's shell), the guard ends
+  the command as if it had got TERM; the end of a launcher's thread that started the
+  guard, while the launcher lives on, is not a death. If the guard itself is SIGKILLed,
+  the command gets TERM from its own parent-death signal.
 
 EXIT STATUS:
   125                 the guard failed before the command started (usage included)

@@ -11,7 +11,9 @@
 //!
 //! Signals the caller ignored (`nohup`'s HUP, a background job's INT and QUIT) are left
 //! ignored rather than blocked: the guard does not act on what its caller asked it to
-//! ignore. TERM is the exception — it is also the guard's own parent-death signal.
+//! ignore. TERM is the exception: it is how a runner asks the guard to stop, and a guard
+//! deaf to it could only be SIGKILLed, which skips the command's teardown. So is the
+//! guard's own parent-death signal ([`parent_death_signal`]).
 //! SIGPIPE is blocked so that a log line written to a closed stderr fails with EPIPE
 //! instead of killing the guard mid-teardown. A caller that ignored SIGCHLD would make
 //! the kernel reap our children behind our back (`waitpid(2)`, NOTES), so SIGCHLD goes
@@ -100,7 +102,8 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
     // keeps for its threads (the guard has no other): by default each ends a process.
     let mut raw = *watched.as_ref();
     for signo in 32..=nix::libc::SIGRTMAX() {
-        if !inherited.ignores_signo(signo) {
+        if !inherited.ignores_signo(signo) || (plan.parent_death && signo == parent_death_signal())
+        {
             add_signo(&mut raw, signo);
         }
     }
@@ -120,14 +123,15 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
         .map_err(|e| setup("signalfd", e))?;
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("PR_SET_CHILD_SUBREAPER", e))?;
     let mut orphaned = None;
+    let mut watched_parent = None;
     if plan.parent_death {
         // The parent as the process started, before argument parsing and set-up: a
         // parent that died in between would otherwise go unnoticed.
         let parent = crate::cli::parent_at_start().unwrap_or_else(getppid);
-        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
-            .map_err(|e| setup("PR_SET_PDEATHSIG", e))?;
+        arm_parent_death_signal().map_err(|e| setup("PR_SET_PDEATHSIG", e))?;
         // The parent may have died before the signal was armed: then none will come.
         orphaned = (getppid() != parent).then_some(parent);
+        watched_parent = Some(parent);
     }
 
     let pid = child::spawn(&plan.command, &inherited)?;
@@ -140,6 +144,7 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
         termination: None,
         grace_end: None,
         kill_sent: false,
+        parent: watched_parent,
     };
     if orphaned.is_some() {
         // As if the parent-death signal had come: the same TERM, the same grace. Signal
@@ -192,6 +197,8 @@ struct Run<'a> {
     termination: Option<Termination>,
     grace_end: Option<Instant>,
     kill_sent: bool,
+    /// The parent whose death ends the command (`None`: `--no-parent-death`).
+    parent: Option<Pid>,
 }
 
 impl Run<'_> {
@@ -215,7 +222,7 @@ impl Run<'_> {
             };
             let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
             wait(&mut fds, next.map(|t| t.saturating_duration_since(now)));
-            self.drain(signals, false);
+            self.drain(signals, None);
         }
     }
 
@@ -279,10 +286,19 @@ impl Run<'_> {
         }
     }
 
-    /// Act on every signal waiting in the signalfd. `swept`: the command is gone, so a
-    /// request only shortens nothing and forwarding has no one to reach.
-    fn drain(&mut self, signals: &SignalFd, swept: bool) {
+    /// Act on every signal waiting in the signalfd. `sweep`: the command has been reaped
+    /// and these are its leftovers, so a request shortens nothing, and a forwarded signal
+    /// goes to them alone, through their pidfds: the command's pid, which was its
+    /// process group id, is free now, and a `killpg(2)` could reach whoever got it next.
+    fn drain(&mut self, signals: &SignalFd, sweep: Option<&Sweep>) {
+        let swept = sweep.is_some();
         while let Ok(Some(info)) = signals.read_signal() {
+            if let Some(parent) = self.parent
+                && info.ssi_signo as i32 == parent_death_signal()
+            {
+                self.parent_thread_ended(parent, info.ssi_pid as i32, swept);
+                continue;
+            }
             let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
                 continue;
             };
@@ -290,12 +306,53 @@ impl Run<'_> {
                 Signal::SIGCHLD | Signal::SIGPIPE => {}
                 s if REQUESTS.contains(&s) && swept => self.already_terminating(),
                 s if REQUESTS.contains(&s) => self.request(s),
-                s if FORWARDED.contains(&s) => {
-                    signal_group(self.pid, s);
-                }
+                s if FORWARDED.contains(&s) => match sweep {
+                    Some(sweep) => sweep.forward(s),
+                    // Not reaped yet, even if it has exited: its group id is still its own.
+                    None => {
+                        signal_group(self.pid, s);
+                    }
+                },
                 // Blocked only so they cannot kill or stop the guard (ALRM, TSTP, ...).
                 _ => {}
             }
+        }
+    }
+
+    /// The parent-death signal came: the thread that forked the guard has ended. By now
+    /// the kernel has moved the guard to its new parent, and `getppid()` tells the two
+    /// cases apart. Another thread of the same process (the parent lives on: a launcher's
+    /// worker thread ended) shows as the same pid, and the signal stays armed for that
+    /// thread. A subreaper or init shows as another pid: the parent died, which ends the
+    /// command as a TERM would. A recycled pid cannot fool this: the new parent is always
+    /// one that was alive together with the old one (an ancestor, or init), so it cannot
+    /// have the old one's pid.
+    ///
+    /// `sender` is the siginfo's pid: the kernel sends the signal as if from the parent
+    /// itself, so a parent that lives on and another sender is a stray `kill -RTMAX`,
+    /// dropped as any real-time signal is. A parent in another pid namespace (the guard
+    /// as a container's pid 1) shows as pid 0, both as the parent and as the sender,
+    /// before its death and after: there is no telling then, and the kernel's signal
+    /// counts as a death.
+    fn parent_thread_ended(&mut self, parent: Pid, sender: i32, swept: bool) {
+        let gone = match parent.as_raw() {
+            0 => sender == 0,
+            _ => getppid() != parent,
+        };
+        if !gone {
+            if sender == parent.as_raw() {
+                say(format_args!(
+                    "{TOOL}: parent pid {parent} lives on (the thread that started the guard ended): not a parent death"
+                ));
+            }
+        } else if swept || self.termination.is_some() {
+            self.already_terminating();
+        } else {
+            self.request(Signal::SIGTERM);
+            say(format_args!(
+                "{TOOL}: parent pid {parent} died; sending TERM to process group {}",
+                self.pid
+            ));
         }
     }
 
@@ -352,7 +409,7 @@ impl Run<'_> {
                 timeout = Some(timeout.map_or(POLL_AGAIN, |t| t.min(POLL_AGAIN)));
             }
             wait(&mut fds, timeout);
-            self.drain(signals, true);
+            self.drain(signals, Some(&sweep));
         }
     }
 }
@@ -362,6 +419,31 @@ const POLL_AGAIN: Duration = Duration::from_millis(10);
 /// How often the sweep looks for leftovers that exec'd after their TERM (see
 /// `child::sweep`).
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
+
+/// The guard's own parent-death signal (`PR_SET_PDEATHSIG(2const)`). Not TERM: the
+/// kernel sends it when the *thread* that forked the guard exits, though the rest of the
+/// parent process may live on (a launcher's worker thread: Python `threading`, Go, Java),
+/// and it comes with exactly the siginfo of a `kill(2)` from the parent (`SI_USER`,
+/// `si_pid` the parent's pid, not the thread's — checked on Linux 6.18), so a TERM from
+/// a thread's end could not be told from a TERM the parent sent on purpose. A signal of
+/// its own always means "the thread that was our parent is gone", and the guard then
+/// asks whether the process went with it ([`Run::parent_thread_ended`]). The last
+/// real-time signal: nothing sends it by convention, and real-time signals queue.
+fn parent_death_signal() -> i32 {
+    nix::libc::SIGRTMAX()
+}
+
+fn arm_parent_death_signal() -> Result<(), nix::errno::Errno> {
+    // SAFETY: prctl(2) with an option and a signal number; no memory is involved. nix's
+    // `set_pdeathsig` takes only the signals its `Signal` has, no real-time one.
+    let rc = unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_SET_PDEATHSIG,
+            parent_death_signal() as nix::libc::c_ulong,
+        )
+    };
+    nix::errno::Errno::result(rc).map(drop)
+}
 
 /// Add `signo` to `set` without glibc's `sigaddset`, which refuses 32 and 33.
 fn add_signo(set: &mut nix::libc::sigset_t, signo: i32) {

@@ -101,6 +101,14 @@ impl Sweep {
         self.alive.len()
     }
 
+    /// Send `signal` to every leftover still alive (a USR1 the guard forwards once the
+    /// command is gone), each through its pin, so it reaches no one else.
+    pub fn forward(&self, signal: Signal) {
+        for (pinned, _) in &self.alive {
+            pinned.signal(signal);
+        }
+    }
+
     pub fn is_killing(&self) -> bool {
         self.signal == Signal::SIGKILL
     }

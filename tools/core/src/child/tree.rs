@@ -15,6 +15,14 @@
 //! to the process we found, and `pidfd_send_signal(2)` can only ever reach it. Where the
 //! kernel has no pidfds (before 5.3), `kill(2)` is the fallback. ESRCH is "already gone",
 //! never an error.
+//!
+//! Descriptors: a pidfd is one open file, and the open-files limit (`ulimit -n 40`) may be
+//! lower than the number of leftovers. A pidfd is *held* (for poll(2), and for each later
+//! signal) only while that leaves [`FD_RESERVE`] descriptors free, for reading `/proc`
+//! and the report. A process pinned without one is signalled through a pidfd opened for
+//! that one signal, checked against the start time as at pinning, and closed; should even
+//! that fail (no descriptor at all), through `kill(2)` right after the same check. So
+//! every leftover gets its TERM, whatever the limit.
 
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -150,30 +158,43 @@ impl Pinned {
     pub fn pin(stat: Stat) -> Option<Pinned> {
         let pidfd = match pidfd_open(stat.pid) {
             Ok(fd) => Some(fd),
-            Err(Errno::ENOSYS) => None,
+            // No pidfds on this kernel, or no descriptor to spare: pinned all the same,
+            // and signalled as `signal` says.
+            Err(Errno::ENOSYS | Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM) => None,
             Err(_) => return None,
         };
         // Checked after pinning: if the start time still matches, the pidfd is this one.
         let now = Stat::read(stat.pid)?;
-        (now.start_time == stat.start_time && !now.is_zombie()).then_some(Pinned { stat, pidfd })
+        if now.start_time != stat.start_time || now.is_zombie() {
+            return None;
+        }
+        let pidfd = pidfd.filter(|fd| fd.as_raw_fd() < held_below());
+        Some(Pinned { stat, pidfd })
     }
 
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.stat.pid)
     }
 
-    /// The pidfd, for poll(2): it becomes readable when the process has exited.
+    /// The pidfd held, for poll(2): it becomes readable when the process has exited.
     pub fn pidfd(&self) -> Option<&OwnedFd> {
         self.pidfd.as_ref()
     }
 
     /// Send `signal`; `false` when the process was already gone.
     pub fn signal(&self, signal: Signal) -> bool {
-        let result = match &self.pidfd {
-            Some(fd) => pidfd_send_signal(fd, signal),
-            None => kill(self.pid(), signal),
-        };
-        result.is_ok()
+        if let Some(fd) = &self.pidfd {
+            return pidfd_send_signal(fd, signal).is_ok();
+        }
+        // None held: pin it again for this one signal, as `pin` does.
+        match pidfd_open(self.stat.pid) {
+            Ok(fd) => self.current().is_some() && pidfd_send_signal(&fd, signal).is_ok(),
+            Err(Errno::ESRCH) => false,
+            // No pidfds, or no descriptor at all: the pid is checked just before. (It
+            // could name another process only if this one were reaped and its pid reused
+            // in between: a window of a few microseconds, where no pidfd is to be had.)
+            Err(_) => self.current().is_some() && kill(self.pid(), signal).is_ok(),
+        }
     }
 
     /// Has it exited (or been replaced by another process under the same pid)?
@@ -187,6 +208,26 @@ impl Pinned {
         Stat::read(self.stat.pid)
             .filter(|now| now.start_time == self.stat.start_time && !now.is_zombie())
     }
+}
+
+/// Descriptors a sweep leaves free however many leftovers it pins: `/proc` reads, a pidfd
+/// for one signal, the report.
+pub const FD_RESERVE: i32 = 16;
+
+/// A pidfd numbered below this may be held: the lowest free number is the one a new
+/// descriptor gets, so holding it leaves at least [`FD_RESERVE`] free above it.
+fn held_below() -> i32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return i32::MAX;
+    }
+    i32::try_from(limit.rlim_cur)
+        .unwrap_or(i32::MAX)
+        .saturating_sub(FD_RESERVE)
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
