@@ -5,7 +5,7 @@
 mod cli;
 
 use std::ffi::{OsStr, OsString};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -16,6 +16,7 @@ use ccci_core::env::{EnvVars, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::holder::{Holder, describe, pid_and_run};
 use ccci_core::lockdir::LockDir;
+use ccci_core::proclocks::OpenBy;
 use ccci_core::runid::RunId;
 use ccci_core::{diag, duration, exec, lockstatus, say, wrapper_main};
 use cli::{Cli, TOOL};
@@ -125,6 +126,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        WaitEvent::HolderNotWritten { path, error } => diag!(
+            TOOL,
+            "warning: could not write holder metadata to {}: {error} (the lock is held all the same)",
+            path.display()
+        ),
         _ if quiet => {}
         WaitEvent::Blocked { holder } => say!(
             "== app lock: another run of {domain} in flight ({}) — waiting ==",
@@ -140,21 +146,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             "{} was unlinked while we waited on it (inode {inode}) — reopening",
             path.display()
         ),
+        WaitEvent::HeldUnlinked { holders } => say!(
+            "== app lock: {domain} is also held by {} through a lockfile that was removed by hand — waiting for it to end ==",
+            who(holders)
+        ),
+        WaitEvent::StillHeldUnlinked { waited, holders } => say!(
+            "== app lock: still waiting for {domain} after {} (held by {} through a removed lockfile) ==",
+            duration::format(waited),
+            who(holders)
+        ),
     };
-    let (lock, waited) =
-        match AppLock::acquire(&dir, &domain, wait, cli.progress_interval, &mut report)? {
-            Acquisition::Held { lock, waited } => (lock, waited),
-            Acquisition::Busy { holder, waited } => {
-                let how = match wait {
-                    Wait::For(_) => format!("gave up after {}", duration::format_secs(waited)),
-                    _ => "not waiting".to_owned(),
-                };
-                let (pid, run) = pid_and_run(holder.as_ref());
-                diag!(TOOL, "{domain} is held by pid {pid} (run {run}) — {how}");
-                return Ok(i32::from(cli.conflict_exit_code));
-            }
-        };
-
     let command: Vec<String> = cli
         .command
         .iter()
@@ -166,21 +167,30 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         TOOL,
         command,
     );
-    if let Err(e) = lock.write_holder(&holder) {
-        diag!(
-            TOOL,
-            "warning: could not write holder metadata to {}: {e} (the lock is held all the same)",
-            lock.path().display()
-        );
-    }
-    // Held, and our metadata says so; but a run may hold the domain through a lockfile
-    // someone removed by hand, which the fresh one did not make us wait for.
-    let waited =
-        match wait_out_unlinked_holders(&dir, &domain, wait, waited, cli.progress_interval, quiet)?
-        {
-            Ok(waited) => waited,
-            Err(how) => {
-                diag!(TOOL, "{how}");
+    let how = |waited: Duration| match wait {
+        Wait::For(_) => format!("gave up after {}", duration::format_secs(waited)),
+        _ => "not waiting".to_owned(),
+    };
+    let progress = cli.progress_interval;
+    let (lock, waited) =
+        match AppLock::acquire(&dir, &domain, wait, progress, &holder, &mut report)? {
+            Acquisition::Held { lock, waited } => (lock, waited),
+            Acquisition::Busy { holder, waited } => {
+                let (pid, run) = pid_and_run(holder.as_ref());
+                diag!(
+                    TOOL,
+                    "{domain} is held by pid {pid} (run {run}) — {}",
+                    how(waited)
+                );
+                return Ok(i32::from(cli.conflict_exit_code));
+            }
+            Acquisition::BusyUnlinked { holders, waited } => {
+                diag!(
+                    TOOL,
+                    "{domain} is held by {} through a lockfile that was removed by hand — {}",
+                    who(&holders),
+                    how(waited)
+                );
                 return Ok(i32::from(cli.conflict_exit_code));
             }
         };
@@ -198,76 +208,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     Ok(exec_holding(&cli.command, fd, &file, &domain))
 }
 
-/// Wait, holding our lock, while another run holds `domain` through a lockfile that was
-/// removed by hand (`ccci_core::applock::unlinked_holders`), within the same `--wait`
-/// budget; the total time waited, or why we give up. An error (125) when the kernel's
-/// lock table cannot be read: that is "cannot tell", and a second run must not go in.
-fn wait_out_unlinked_holders(
-    dir: &LockDir,
-    domain: &Domain,
-    wait: Wait,
-    waited: Option<Duration>,
-    progress: Duration,
-    quiet: bool,
-) -> anyhow::Result<Result<Option<Duration>, String>> {
-    let now = Instant::now();
-    let start = now.checked_sub(waited.unwrap_or_default()).unwrap_or(now);
-    let progress = progress.max(Duration::from_millis(10));
-    // When the next progress line is due; `None` until we have waited at all.
-    let mut next_line: Option<Instant> = None;
-    loop {
-        let holders = ccci_core::applock::unlinked_holders(dir, domain).with_context(|| {
-            format!("cannot tell whether a run holds {domain} through a lockfile removed by hand — not going in")
-        })?;
-        if holders.is_empty() {
-            return Ok(Ok(if next_line.is_some() {
-                Some(start.elapsed())
-            } else {
-                waited
-            }));
-        }
-        let who: Vec<String> = holders
-            .iter()
-            .map(|h| format!("pid {} ({})", h.pid, ccci_core::holder::plain(&h.comm)))
-            .collect();
-        let who = who.join(", ");
-        let so_far = start.elapsed();
-        let giving_up = match wait {
-            Wait::No => Some("not waiting".to_owned()),
-            Wait::For(limit) if so_far >= limit => {
-                Some(format!("gave up after {}", duration::format_secs(so_far)))
-            }
-            _ => None,
-        };
-        if let Some(how) = giving_up {
-            return Ok(Err(format!(
-                "{domain} is held by {who} through a lockfile that was removed by hand — {how}"
-            )));
-        }
-        let now = Instant::now();
-        match next_line {
-            None => {
-                if !quiet {
-                    say!(
-                        "== app lock: {domain} is also held by {who} through a lockfile that was removed by hand — waiting for it to end =="
-                    );
-                }
-                next_line = Some(now + progress);
-            }
-            Some(at) if now >= at => {
-                if !quiet {
-                    say!(
-                        "== app lock: still waiting for {domain} after {} (held by {who} through a removed lockfile) ==",
-                        duration::format(so_far)
-                    );
-                }
-                next_line = Some(now + progress);
-            }
-            Some(_) => {}
-        }
-        // No descriptor of the removed file to block on: look again shortly.
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// The processes holding a removed lockfile, for a line: `pid 4242 (cc-ci-run), ...`.
+fn who(holders: &[OpenBy]) -> String {
+    let who: Vec<String> = holders
+        .iter()
+        .map(|h| format!("pid {} ({})", h.pid, ccci_core::holder::plain(&h.comm)))
+        .collect();
+    who.join(", ")
 }
 
 /// Exec the command with the lock's descriptor and the variables that name it.

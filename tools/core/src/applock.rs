@@ -32,6 +32,7 @@ use crate::domain::Domain;
 use crate::holder::Holder;
 use crate::lockdir::LockDir;
 use crate::lockowner::{self, Foreigner};
+use crate::proclocks::OpenBy;
 
 /// How many times a lockfile may be found replaced under us before we give up: each
 /// replacement needs a janitor pass, so a hundred in a row means something is wrong.
@@ -54,6 +55,10 @@ pub enum LockError {
     Flock { path: PathBuf, source: io::Error },
     #[error("lockfile {} was replaced under us {MAX_REOPENS} times in a row — giving up", path.display())]
     Unstable { path: PathBuf },
+    #[error(
+        "cannot tell whether a run holds {domain} through a lockfile removed by hand — not going in: {source}"
+    )]
+    CannotTell { domain: Domain, source: io::Error },
 }
 
 /// How long to wait for a held lock.
@@ -84,6 +89,19 @@ pub enum WaitEvent<'a> {
         path: &'a Path,
         holders: &'a [Foreigner],
     },
+    /// Our holder metadata could not be written (the lock is held all the same).
+    HolderNotWritten {
+        path: &'a Path,
+        error: &'a io::Error,
+    },
+    /// We hold the fresh lockfile, but a run holds the domain through one that was removed
+    /// by hand (step 6): waiting for it to end.
+    HeldUnlinked { holders: &'a [OpenBy] },
+    /// Still waiting for that run, `waited` after we started.
+    StillHeldUnlinked {
+        waited: Duration,
+        holders: &'a [OpenBy],
+    },
 }
 
 /// The outcome of an acquisition that did not fail.
@@ -97,6 +115,11 @@ pub enum Acquisition {
         holder: Option<Holder>,
         waited: Duration,
     },
+    /// Held through a lockfile removed by hand, by `holders`, past the wait.
+    BusyUnlinked {
+        holders: Vec<OpenBy>,
+        waited: Duration,
+    },
 }
 
 /// A held, identity-verified app lock.
@@ -108,30 +131,97 @@ pub struct AppLock {
 }
 
 impl AppLock {
-    /// Take `domain`'s lock in `dir` (which the caller has [`LockDir::ensure`]d); see
-    /// [`acquire_verified`].
+    /// Take `domain`'s lock in `dir` (which the caller has [`LockDir::ensure`]d) for a
+    /// run, the whole protocol: steps 2–4 ([`acquire_verified`]), then `holder` written
+    /// into the lockfile, then step 6 — while a run holds the domain through a lockfile
+    /// removed by hand, wait for it (holding ours, so newcomers queue behind us), within
+    /// the same `wait` and reporting through the same `on_event`.
     pub fn acquire(
         dir: &LockDir,
         domain: &Domain,
         wait: Wait,
         progress: Duration,
+        holder: &Holder,
         on_event: &mut dyn FnMut(WaitEvent<'_>),
     ) -> Result<Acquisition, LockError> {
+        let start = Instant::now();
         let path = dir.lockfile(domain);
-        Ok(match acquire_verified(&path, wait, progress, on_event)? {
-            Verified::Held { file, waited } => Acquisition::Held {
-                lock: AppLock {
+        let (lock, waited) = match acquire_verified(&path, wait, progress, on_event)? {
+            Verified::Held { file, waited } => {
+                let lock = AppLock {
                     file,
                     path,
                     domain: domain.clone(),
-                },
-                waited,
-            },
-            Verified::Busy { file, waited } => Acquisition::Busy {
-                holder: holder_of(&file),
-                waited,
-            },
-        })
+                };
+                (lock, waited)
+            }
+            Verified::Busy { file, waited } => {
+                return Ok(Acquisition::Busy {
+                    holder: holder_of(&file),
+                    waited,
+                });
+            }
+        };
+        if let Err(error) = lock.write_holder(holder) {
+            on_event(WaitEvent::HolderNotWritten {
+                path: &lock.path,
+                error: &error,
+            });
+        }
+        lock.wait_out_unlinked(dir, start, waited, wait, progress, on_event)
+    }
+
+    /// Step 6, holding our lock: while [`unlinked_holders`] names a run of the domain,
+    /// wait (looking again every 100 ms: there is no descriptor of the removed file to
+    /// block on). `waited` is what steps 2–4 waited, if anything.
+    fn wait_out_unlinked(
+        self,
+        dir: &LockDir,
+        start: Instant,
+        waited: Option<Duration>,
+        wait: Wait,
+        progress: Duration,
+        on_event: &mut dyn FnMut(WaitEvent<'_>),
+    ) -> Result<Acquisition, LockError> {
+        let progress = progress.max(Duration::from_millis(10));
+        // When the next progress line is due; `None` until we have waited here at all.
+        let mut next_report: Option<Instant> = None;
+        loop {
+            let holders =
+                unlinked_holders(dir, &self.domain).map_err(|source| LockError::CannotTell {
+                    domain: self.domain.clone(),
+                    source,
+                })?;
+            if holders.is_empty() {
+                let waited = next_report.map(|_| start.elapsed()).or(waited);
+                return Ok(Acquisition::Held { lock: self, waited });
+            }
+            let so_far = start.elapsed();
+            let out_of_time = match wait {
+                Wait::No => true,
+                Wait::For(limit) => so_far >= limit,
+                Wait::Forever => false,
+            };
+            if out_of_time {
+                return Ok(Acquisition::BusyUnlinked {
+                    holders,
+                    waited: so_far,
+                });
+            }
+            let now = Instant::now();
+            match next_report {
+                None => on_event(WaitEvent::HeldUnlinked { holders: &holders }),
+                Some(at) if now >= at => on_event(WaitEvent::StillHeldUnlinked {
+                    waited: so_far,
+                    holders: &holders,
+                }),
+                Some(_) => {}
+            }
+            if next_report.is_none_or(|at| now >= at) {
+                next_report = Some(now + progress.min(Duration::from_secs(86_400 * 365)));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// An app lock from a file that [`acquire_verified`] returned held and verified.
