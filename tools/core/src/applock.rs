@@ -509,6 +509,35 @@ fn foreign_holders(file: &File) -> Option<Vec<Foreigner>> {
 /// regular file the flag means nothing and is cleared). `O_CLOEXEC` is std's default.
 const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
 
+/// What a read-only look at a lockfile found.
+#[derive(Debug)]
+pub enum Probe {
+    /// No lockfile.
+    Absent,
+    /// Nobody holds it (our shared probe lock went with the descriptor).
+    Free,
+    /// Someone holds it exclusively: the open lockfile, to name the holder with
+    /// [`holder_of`].
+    Held(File),
+}
+
+/// The one read-only probe (`--status`, dry runs, `gc --dry-run`): open without creating,
+/// then `LOCK_SH|LOCK_NB`, which fails only while someone holds the lock exclusively —
+/// other probes do not count as holders, and nothing is ever taken from a run.
+pub fn probe(path: &Path) -> Result<Probe, LockError> {
+    let Some(file) = open_existing(path)? else {
+        return Ok(Probe::Absent);
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Probe::Free),
+        Err(fs::TryLockError::WouldBlock) => Ok(Probe::Held(file)),
+        Err(fs::TryLockError::Error(source)) => Err(LockError::Flock {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Open an existing lockfile read-only, for probes that must create nothing; `None` when
 /// there is no such file.
 pub fn open_existing(path: &Path) -> Result<Option<File>, LockError> {

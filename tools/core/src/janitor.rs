@@ -157,11 +157,9 @@ impl Janitor<'_> {
             || !teardown::env_files(servers, domain).is_empty();
         let path = self.lock_dir.lockfile(domain);
         if self.dry_run {
-            report.outcome = match applock::open_existing(&path) {
+            report.outcome = match applock::probe(&path) {
                 Err(e) => Outcome::Skipped(e.to_string()),
-                Ok(Some(f))
-                    if matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)) =>
-                {
+                Ok(applock::Probe::Held(f)) => {
                     self.left(&mut report, &f, &path, locks);
                     Outcome::Left
                 }
@@ -170,8 +168,7 @@ impl Janitor<'_> {
                     Outcome::Left
                 }
                 Ok(_) if has_resources => Outcome::WouldReap,
-                Ok(Some(_)) => Outcome::WouldTidy,
-                Ok(None) => Outcome::WouldTidy,
+                Ok(applock::Probe::Free | applock::Probe::Absent) => Outcome::WouldTidy,
             };
             return report;
         }

@@ -5,12 +5,11 @@
 //! exclusive try treats a momentary shared holder as "not held" (see `applock`), so a
 //! probe can never make a run think the domain is busy.
 
-use std::fs;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::applock::{self, LockError};
+use crate::applock::{self, LockError, Probe};
 use crate::domain::Domain;
 use crate::holder::Holder;
 use crate::lockdir::LockDir;
@@ -59,20 +58,11 @@ pub fn probe(dir: &LockDir, domain: &Domain) -> LockReport {
         held_for_s: None,
         problem: None,
     };
-    let file = match applock::open_existing(&path) {
-        Ok(None) => return report,
-        Ok(Some(file)) => file,
-        Err(e) => {
-            report.exists = !matches!(e, LockError::Open { .. });
-            report.state = LockState::Refused;
-            report.problem = Some(e.to_string());
-            return report;
-        }
-    };
-    report.exists = true;
-    match file.try_lock_shared() {
-        Ok(()) => {} // free; closing the file releases the probe
-        Err(fs::TryLockError::WouldBlock) => {
+    match applock::probe(&path) {
+        Ok(Probe::Absent) => {}
+        Ok(Probe::Free) => report.exists = true,
+        Ok(Probe::Held(file)) => {
+            report.exists = true;
             let holder = applock::holder_of(&file);
             report.state = LockState::Held;
             report.holder_alive = holder.as_ref().and_then(Holder::alive);
@@ -83,9 +73,15 @@ pub fn probe(dir: &LockDir, domain: &Domain) -> LockReport {
                 .map(Duration::as_secs);
             report.holder = holder;
         }
-        Err(fs::TryLockError::Error(e)) => {
+        Err(LockError::Flock { source, .. }) => {
+            report.exists = true;
             report.state = LockState::Refused;
-            report.problem = Some(format!("cannot probe: {e}"));
+            report.problem = Some(format!("cannot probe: {source}"));
+        }
+        Err(e) => {
+            report.exists = !matches!(e, LockError::Open { .. });
+            report.state = LockState::Refused;
+            report.problem = Some(e.to_string());
         }
     }
     report

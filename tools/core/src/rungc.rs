@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::applock::{self, Verified, Wait};
+use crate::applock::{self, Probe, Verified, Wait};
 use crate::duration;
 use crate::holder::pid_and_run;
 use crate::rundir::{RUN_LOCK, RunsDir};
@@ -193,14 +193,10 @@ fn idle_for(run: &Path) -> Duration {
 
 /// Dry run: probe the lock with `LOCK_SH|LOCK_NB`, create and change nothing.
 fn probe(path: &Path) -> Result<Fate, GcError> {
-    let held = match applock::open_existing(&path.join(RUN_LOCK))? {
-        None => return Ok(Fate::Gone),
-        Some(f) => matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)),
-    };
-    Ok(if held {
-        Fate::Kept("held by a live run".into())
-    } else {
-        Fate::Removed
+    Ok(match applock::probe(&path.join(RUN_LOCK))? {
+        Probe::Absent => Fate::Gone,
+        Probe::Held(_) => Fate::Kept("held by a live run".into()),
+        Probe::Free => Fate::Removed,
     })
 }
 
