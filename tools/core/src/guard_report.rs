@@ -4,8 +4,6 @@
 //! then `rename(2)`, which replaces the name in one step on the same filesystem — a
 //! reader sees the previous report or the whole new one, never half of it.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use crate::child::Ended;
@@ -93,30 +91,11 @@ impl Report {
         }
     }
 
-    /// Write to `path` atomically (temp file in the same directory + rename).
+    /// Write to `path` atomically (see [`crate::atomic::write`]), readable by all.
     pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path.file_name().ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")
-        })?;
-        let mut prefix = std::ffi::OsString::from(".");
-        prefix.push(name);
-        // A fresh name, created O_EXCL: never written through a planted symlink.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(".tmp")
-            .tempfile_in(dir)?;
-        serde_json::to_writer(&mut tmp, self)?;
-        tmp.write_all(b"\n")?;
-        tmp.as_file().sync_all()?;
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        let mut json = serde_json::to_vec(self)?;
+        json.push(b'\n');
+        crate::atomic::write(path, &json, 0o644)
     }
 }
 
@@ -127,6 +106,7 @@ mod tests {
     use crate::ending::Termination;
     use nix::sys::signal::Signal;
     use nix::unistd::Pid;
+    use std::fs;
     use std::time::Duration;
 
     fn ending() -> Ending {

@@ -1,7 +1,7 @@
 //! What a janitor pass reports: a line per domain, a summary line, a JSON document, and
 //! Prometheus textfile metrics (node_exporter's textfile collector).
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::Duration;
 
@@ -285,21 +285,9 @@ impl Report<'_> {
     }
 }
 
-/// Write `content` to `path` atomically: a temporary file in the same directory, then
-/// rename, so node_exporter never reads half a file.
+/// Write `content` to `path` atomically, so node_exporter never reads half a file.
 pub fn write_atomically(path: &Path, content: &str) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(content.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::atomic::write(path, content.as_bytes(), 0o644)
 }
 
 #[cfg(test)]
