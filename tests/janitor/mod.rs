@@ -106,8 +106,19 @@ fn a_live_run_and_a_stale_lock_are_left_and_the_stale_one_named() {
     // A live run: a real process holds the lock.
     let gate = app.sb.fifo("gate");
     let holder = crate::lock::hold_until(&app.sb, &live, &gate);
-    // A stale one: held by flock(1) with metadata saying it started 3 hours ago.
+    // A stale one: held by flock(1) with metadata saying it started 3 hours ago. (On a
+    // lockfile made 0600, as ccci makes them: flock(1) would create a missing one 0644,
+    // which ccci retires as an older build's.)
     fs::create_dir_all(app.sb.lock_dir()).unwrap();
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(app.sb.lockfile(&stale))
+            .unwrap();
+    }
     let gate2 = app.sb.fifo("gate2");
     let mut flock = Command::new("flock");
     flock.arg(app.sb.lockfile(&stale)).args([

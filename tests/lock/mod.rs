@@ -1,5 +1,6 @@
 //! ccci-lock end to end (../shared/spec/lock.md, "What the tests must show").
 
+mod adversary;
 mod contention;
 mod owner;
 mod race;

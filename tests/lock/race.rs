@@ -2,7 +2,7 @@
 //! (by the janitor's rule: while holding, after its work is done — so its `leave` mark
 //! comes before the unlink) unlinks the name wakes holding a dead inode,
 //! while a newcomer holds a fresh inode under the same name. ccci-lock must notice
-//! (identity check), reopen, and wait for the newcomer: the two never hold D together.
+//! (identity check), reopen, and never hold D together with the newcomer.
 //! flock(1) has exactly this race.
 
 use super::{D, hold};
@@ -68,27 +68,37 @@ fn a_waiter_woken_on_an_unlinked_inode_never_overlaps_the_newcomer() {
             "{line}"
         );
 
-        // Phase 5: A exits; B wakes on the dead inode. It must reopen and wait for C,
-        // not enter; C, A gone, goes on.
+        // Phase 5: A exits; B wakes on the dead inode. It must notice and reopen, never
+        // enter on it. Then B and C both want the fresh inode (C waited for A without
+        // holding it, see step 6): whichever enters first, the other waits for it.
         ga2.release();
         assert!(a.finish().0.success());
-        c.wait_for("== app lock: acquired");
         let (which, line) = b.wait_for_any(&["reopening", "== app lock: acquired"]);
         assert_eq!(
             which, 0,
             "round {round}: B acquired without noticing the unlink: {line}"
         );
-        let line = b.wait_for("— waiting ==");
+        let first = first_to_enter(
+            &log,
+            &[&format!("enter B{round} "), &format!("enter C{round} ")],
+        );
+        let (first, mut second, first_gate, second_gate) = if first == 0 {
+            (b, c, gb, gc)
+        } else {
+            (c, b, gc, gb)
+        };
+        let line = second.wait_for("— waiting ==");
         assert!(
-            line.contains(&format!("(pid {}", c.pid())),
+            line.contains(&format!("(pid {}", first.pid())),
             "round {round}: {line}"
         );
 
-        // Phase 6: C leaves, then B holds the fresh inode.
-        gc.release();
-        assert!(c.finish().0.success());
-        gb.release();
-        let (status, lines) = b.finish();
+        // Phase 6: the first leaves, then the second holds the same fresh inode.
+        first_gate.release();
+        let (status, lines) = first.finish();
+        assert!(status.success(), "{lines:?}");
+        second_gate.release();
+        let (status, lines) = second.finish();
         assert!(status.success(), "{lines:?}");
     }
     let log = std::fs::read_to_string(sb.path("log")).unwrap();
@@ -173,4 +183,17 @@ fn a_shared_probe_never_makes_a_run_think_the_domain_is_busy() {
     }
     stop.store(true, Ordering::Relaxed);
     assert!(prober.join().unwrap() > 0);
+}
+
+/// Wait until one of `marks` is in the log (a line a holder wrote on entering); which.
+fn first_to_enter(log: &str, marks: &[&str]) -> usize {
+    let end = std::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(i) = marks.iter().position(|m| text.contains(m)) {
+            return i;
+        }
+        assert!(std::time::Instant::now() < end, "none of {marks:?} entered");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

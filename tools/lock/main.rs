@@ -115,16 +115,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let quiet = cli.quiet;
     let mut report = |event: WaitEvent<'_>| match event {
-        // Someone else's process held the lock: said even with -q.
-        WaitEvent::Foreign { path, holders } => diag!(
+        // An older build's lockfile, lockable by anyone: said even with -q.
+        WaitEvent::Retired { path } => diag!(
             TOOL,
-            "warning: {} was held by {} — another user's process, which cannot be a run (it opened the lockfile read-only before it was made 0600); a fresh lockfile replaces it",
-            path.display(),
-            holders
-                .iter()
-                .map(|h| format!("pid {} (uid {})", h.pid, h.uid))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "warning: {} could be opened by other users (made 0644 by an older build): retired, and a fresh 0600 lockfile holds {domain} — whatever held the old one (another user, a run of an older build) is not waited for",
+            path.display()
         ),
         WaitEvent::HolderNotWritten { path, error } => diag!(
             TOOL,

@@ -31,7 +31,7 @@ use nix::libc;
 use crate::domain::Domain;
 use crate::holder::Holder;
 use crate::lockdir::LockDir;
-use crate::lockowner::{self, Foreigner};
+use crate::lockowner;
 use crate::proclocks::OpenBy;
 
 /// How many times a lockfile may be found replaced under us before we give up: each
@@ -82,13 +82,9 @@ pub enum WaitEvent<'a> {
     /// We got the lock on an inode that no longer has the lockfile's name (a janitor
     /// unlinked it while we waited): dropped, and starting over on the path.
     Replaced { path: &'a Path, inode: u64 },
-    /// The lockfile was held by processes that cannot be a run (another user, through a
-    /// descriptor opened before the file was made 0600): a fresh one was put in its
-    /// place, and we start over on that.
-    Foreign {
-        path: &'a Path,
-        holders: &'a [Foreigner],
-    },
+    /// The lockfile could be opened by other users (an older build made it 0644): it was
+    /// retired, and a fresh 0600 one put in its place, which we hold (lockowner.rs).
+    Retired { path: &'a Path },
     /// Our holder metadata could not be written (the lock is held all the same).
     HolderNotWritten {
         path: &'a Path,
@@ -132,10 +128,15 @@ pub struct AppLock {
 
 impl AppLock {
     /// Take `domain`'s lock in `dir` (which the caller has [`LockDir::ensure`]d) for a
-    /// run, the whole protocol: steps 2–4 ([`acquire_verified`]), then `holder` written
-    /// into the lockfile, then step 6 — while a run holds the domain through a lockfile
-    /// removed by hand, wait for it (holding ours, so newcomers queue behind us), within
-    /// the same `wait` and reporting through the same `on_event`.
+    /// run, the whole protocol: steps 2–4 ([`acquire_verified`]), then step 6 — while a
+    /// run holds the domain through a lockfile removed by hand, wait for it to end —
+    /// within the same `wait` and reporting through the same `on_event`; then `holder` is
+    /// written into the lockfile.
+    ///
+    /// Step 6 waits *without* holding the fresh lockfile, and takes it again afterwards:
+    /// the run it waits for may take the domain again itself (a nested `ccci-lock D` of a
+    /// harness), through the fresh lockfile, and if we held that, it would wait for us
+    /// while we wait for it — forever.
     pub fn acquire(
         dir: &LockDir,
         domain: &Domain,
@@ -145,82 +146,86 @@ impl AppLock {
         on_event: &mut dyn FnMut(WaitEvent<'_>),
     ) -> Result<Acquisition, LockError> {
         let start = Instant::now();
+        let deadline = match wait {
+            Wait::For(d) => Some(start + d),
+            Wait::No | Wait::Forever => None,
+        };
+        let out_of_time = |now: Instant| wait == Wait::No || deadline.is_some_and(|d| now >= d);
+        let unlinked = || {
+            unlinked_holders(dir, domain).map_err(|source| LockError::CannotTell {
+                domain: domain.clone(),
+                source,
+            })
+        };
         let path = dir.lockfile(domain);
-        let (lock, waited) = match acquire_verified(&path, wait, progress, on_event)? {
-            Verified::Held { file, waited } => {
+        let progress = progress.max(Duration::from_millis(10));
+        let mut waited_for_unlinked = false;
+        loop {
+            // A second try, after step 6 waited: with what is left of the wait.
+            let left = match (wait, deadline) {
+                (Wait::For(_), Some(d)) => Wait::For(d.saturating_duration_since(Instant::now())),
+                _ => wait,
+            };
+            let (file, waited) = match acquire_verified(&path, left, progress, on_event)? {
+                Verified::Held { file, waited } => (file, waited),
+                Verified::Busy { file, .. } => {
+                    return Ok(Acquisition::Busy {
+                        holder: holder_of(&file),
+                        waited: start.elapsed(),
+                    });
+                }
+            };
+            let holders = unlinked()?;
+            if holders.is_empty() {
                 let lock = AppLock {
                     file,
                     path,
                     domain: domain.clone(),
                 };
-                (lock, waited)
+                if let Err(error) = lock.write_holder(holder) {
+                    on_event(WaitEvent::HolderNotWritten {
+                        path: &lock.path,
+                        error: &error,
+                    });
+                }
+                let waited = (waited_for_unlinked || waited.is_some()).then(|| start.elapsed());
+                return Ok(Acquisition::Held { lock, waited });
             }
-            Verified::Busy { file, waited } => {
-                return Ok(Acquisition::Busy {
-                    holder: holder_of(&file),
-                    waited,
-                });
-            }
-        };
-        if let Err(error) = lock.write_holder(holder) {
-            on_event(WaitEvent::HolderNotWritten {
-                path: &lock.path,
-                error: &error,
-            });
-        }
-        lock.wait_out_unlinked(dir, start, waited, wait, progress, on_event)
-    }
-
-    /// Step 6, holding our lock: while [`unlinked_holders`] names a run of the domain,
-    /// wait (looking again every 100 ms: there is no descriptor of the removed file to
-    /// block on). `waited` is what steps 2–4 waited, if anything.
-    fn wait_out_unlinked(
-        self,
-        dir: &LockDir,
-        start: Instant,
-        waited: Option<Duration>,
-        wait: Wait,
-        progress: Duration,
-        on_event: &mut dyn FnMut(WaitEvent<'_>),
-    ) -> Result<Acquisition, LockError> {
-        let progress = progress.max(Duration::from_millis(10));
-        // When the next progress line is due; `None` until we have waited here at all.
-        let mut next_report: Option<Instant> = None;
-        loop {
-            let holders =
-                unlinked_holders(dir, &self.domain).map_err(|source| LockError::CannotTell {
-                    domain: self.domain.clone(),
-                    source,
-                })?;
-            if holders.is_empty() {
-                let waited = next_report.map(|_| start.elapsed()).or(waited);
-                return Ok(Acquisition::Held { lock: self, waited });
-            }
-            let so_far = start.elapsed();
-            let out_of_time = match wait {
-                Wait::No => true,
-                Wait::For(limit) => so_far >= limit,
-                Wait::Forever => false,
-            };
-            if out_of_time {
+            // Let go, so the run we wait for can take the domain again through it.
+            drop(file);
+            if out_of_time(Instant::now()) {
                 return Ok(Acquisition::BusyUnlinked {
                     holders,
-                    waited: so_far,
+                    waited: start.elapsed(),
                 });
             }
-            let now = Instant::now();
-            match next_report {
-                None => on_event(WaitEvent::HeldUnlinked { holders: &holders }),
-                Some(at) if now >= at => on_event(WaitEvent::StillHeldUnlinked {
-                    waited: so_far,
-                    holders: &holders,
-                }),
-                Some(_) => {}
+            if !waited_for_unlinked {
+                on_event(WaitEvent::HeldUnlinked { holders: &holders });
+                waited_for_unlinked = true;
             }
-            if next_report.is_none_or(|at| now >= at) {
-                next_report = Some(now + progress.min(Duration::from_secs(86_400 * 365)));
+            // Nothing to block on (the removed file has no name): look again shortly.
+            let mut next_report = Instant::now() + progress.min(Duration::from_secs(86_400 * 365));
+            loop {
+                thread::sleep(Duration::from_millis(100));
+                let holders = unlinked()?;
+                if holders.is_empty() {
+                    break;
+                }
+                let now = Instant::now();
+                if out_of_time(now) {
+                    return Ok(Acquisition::BusyUnlinked {
+                        holders,
+                        waited: start.elapsed(),
+                    });
+                }
+                if now >= next_report {
+                    on_event(WaitEvent::StillHeldUnlinked {
+                        waited: now - start,
+                        holders: &holders,
+                    });
+                    next_report = now + progress.min(Duration::from_secs(86_400 * 365));
+                }
             }
-            thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -326,21 +331,19 @@ fn acquire(
     let mut waited = None;
     for _ in 0..MAX_REOPENS {
         let file = open_rw(path, create)?;
-        let file = if try_exclusive(&file).map_err(flock_err)? {
+        let loose = file.metadata().is_ok_and(|m| lockowner::is_loose(&m));
+        let file = if loose {
+            // Made by an older build, openable by others: never run on (lockowner.rs).
+            match lockowner::retire(path, &file).map_err(flock_err)? {
+                Some(fresh) => {
+                    on_event(WaitEvent::Retired { path });
+                    fresh
+                }
+                None => continue,
+            }
+        } else if try_exclusive(&file).map_err(flock_err)? {
             file
         } else {
-            if let Some(holders) = foreign_holders(&file) {
-                // Not a run (lockowner.rs): swap a fresh lockfile in and lock that.
-                let replaced = lockowner::replace_foreign(path, &file).map_err(flock_err)?;
-                drop(file);
-                if replaced {
-                    on_event(WaitEvent::Foreign {
-                        path,
-                        holders: &holders,
-                    });
-                }
-                continue;
-            }
             if wait == Wait::No || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(busy(Arc::new(file)));
             }
@@ -368,6 +371,20 @@ fn acquire(
     })
 }
 
+/// Say on stderr that a lockfile was retired (the one event a tool that reports nothing
+/// else while locking must still say): `<tool>: warning: ...`.
+pub fn warn_retired(tool: &str) -> impl FnMut(WaitEvent<'_>) + '_ {
+    move |event| {
+        if let WaitEvent::Retired { path } = event {
+            crate::diag!(
+                tool,
+                "warning: {} could be opened by other users (made 0644 by an older build): retired, and a fresh 0600 lockfile put in its place",
+                path.display()
+            );
+        }
+    }
+}
+
 /// The lock on `domain` that this process already holds, if any: one of our own open
 /// descriptors whose open file description holds an exclusive flock (the kernel says so
 /// in `/proc/self/fdinfo/<fd>`, proc(5)) on the inode the lockfile path names — checked
@@ -385,41 +402,21 @@ fn acquire(
 /// An error when our descriptors cannot be read (`EMFILE`): the caller cannot tell, and
 /// must neither wait for itself nor act as the holder.
 ///
-/// A lockfile of ours that someone removed by hand counts too: while its run lives, a
-/// newcomer that took the fresh lockfile waits for that run (step 6), so the run still
-/// holds the domain — and a nested `ccci-lock D` that waited for the fresh one would wait
-/// for the newcomer that waits for it: forever. (The protocol itself unlinks only a free
-/// lockfile, holding it, and whoever wakes on that dead inode starts over: holding an
-/// unlinked lockfile of D means being the run that had D when it was removed.)
+/// A lockfile removed by hand is not "ours" any more, even if we hold it: a waiter of
+/// `flock(1)` that woke on an inode the janitor unlinked holds such a one too, beside the
+/// run holding the fresh lockfile. (Step 6 of [`AppLock::acquire`] keeps that case from
+/// deadlocking instead: a newcomer waits for us without holding the fresh lockfile.)
 pub fn inherited(dir: &LockDir, domain: &Domain) -> io::Result<Option<RawFd>> {
     let locked = crate::proclocks::our_exclusive_flocks()?;
-    let path = dir.lockfile(domain);
-    let named = fs::symlink_metadata(&path).ok();
-    let removed = removed_name(dir, &path);
+    let Ok(named) = fs::symlink_metadata(dir.lockfile(domain)) else {
+        return Ok(None);
+    };
     Ok(locked.into_iter().find_map(|(fd, (dev, ino))| {
-        let same = named.as_ref().is_some_and(|named| {
-            named.ino() == ino
-                && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)
-                && nix::sys::stat::minor(named.dev()) == nix::sys::stat::minor(dev)
-        });
-        let ours_removed = || {
-            removed.as_ref().is_some_and(|removed| {
-                fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|l| l == *removed)
-            })
-        };
-        (same || ours_removed()).then_some(fd)
+        let same = named.ino() == ino
+            && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)
+            && nix::sys::stat::minor(named.dev()) == nix::sys::stat::minor(dev);
+        same.then_some(fd)
     }))
-}
-
-/// What `/proc/self/fd/<n>` shows for a descriptor of `path` after it was unlinked: the
-/// canonical path with " (deleted)" appended.
-fn removed_name(dir: &LockDir, path: &Path) -> Option<PathBuf> {
-    let mut shown = fs::canonicalize(dir.path())
-        .ok()?
-        .join(path.file_name()?)
-        .into_os_string();
-    shown.push(" (deleted)");
-    Some(shown.into())
 }
 
 /// The processes that hold `domain` through a lockfile someone removed by hand (outside
@@ -481,8 +478,8 @@ pub fn open_lockfile(path: &Path) -> Result<File, LockError> {
     open_rw(path, true)
 }
 
-/// Created 0600, and an older one that others could open made 0600: only its owner may
-/// be able to lock it (lockowner.rs).
+/// Created 0600 (whatever the umask, the file being new): only its owner may be able to
+/// lock it (lockowner.rs).
 fn open_rw(path: &Path, create: bool) -> Result<File, LockError> {
     let file = OpenOptions::new()
         .read(true)
@@ -491,17 +488,7 @@ fn open_rw(path: &Path, create: bool) -> Result<File, LockError> {
         .mode(lockowner::MODE)
         .custom_flags(OPEN_FLAGS)
         .open(path);
-    let file = checked(path, file)?;
-    lockowner::tighten(&file).map_err(|source| LockError::Open {
-        path: path.into(),
-        source,
-    })?;
-    Ok(file)
-}
-
-/// The holders of `file`'s lock, when none of them can be a run.
-fn foreign_holders(file: &File) -> Option<Vec<Foreigner>> {
-    lockowner::foreign_holders(file, &crate::proclocks::LockTable::read()?)
+    checked(path, file)
 }
 
 /// `O_NOFOLLOW`: a planted symlink fails the open itself. `O_NONBLOCK`: a planted FIFO

@@ -172,7 +172,12 @@ impl Janitor<'_> {
             };
             return report;
         }
-        let file = match applock::acquire_verified(&path, Wait::No, Duration::MAX, &mut |_| {}) {
+        let file = match applock::acquire_verified(
+            &path,
+            Wait::No,
+            Duration::MAX,
+            &mut applock::warn_retired("ccci-janitor"),
+        ) {
             Ok(Verified::Held { file, .. }) => file,
             Ok(Verified::Busy { file, .. }) => {
                 self.left(&mut report, &file, &path, locks);

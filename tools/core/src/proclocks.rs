@@ -285,9 +285,9 @@ fn open_files(
         let Some(path) = deleted.map(|p| PathBuf::from(OsString::from_vec(p.to_vec()))) else {
             continue;
         };
-        // Another user's process holding an old lockfile through a read-only descriptor
-        // cannot be a run (lockowner.rs): a lockfile replaced under it is not a run's.
-        if crate::lockowner::foreign(pid, meta.dev(), meta.ino(), meta.uid()).is_some() {
+        // A lockfile others could open is never run on (lockowner.rs): whoever holds one,
+        // removed, is not a run of ours.
+        if crate::lockowner::is_loose(&meta) {
             continue;
         }
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
@@ -503,11 +503,26 @@ mod tests {
 
     #[test]
     fn finds_a_held_lockfile_that_was_unlinked() {
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let held = fs::File::create(dir.path().join("cc-ci-app-a.lock")).unwrap();
+        // 0600, as lockfiles are made: a 0644 one is an older build's, passed over.
+        let create = |name: &str| {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .open(dir.path().join(name))
+                .unwrap()
+        };
+        let held = create("cc-ci-app-a.lock");
         held.lock().unwrap();
-        let kept = fs::File::create(dir.path().join("cc-ci-app-b.lock")).unwrap();
+        let kept = create("cc-ci-app-b.lock");
         kept.lock().unwrap();
+        let old = create("cc-ci-app-c.lock");
+        old.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        old.lock().unwrap();
+        fs::remove_file(dir.path().join("cc-ci-app-c.lock")).unwrap();
         let table = LockTable::read().unwrap();
         assert!(
             table.held_unlinked(dir.path()).unwrap().is_empty(),

@@ -208,7 +208,12 @@ fn lock_run(root: &Path, path: &Path, id: &RunId) -> Result<File, RunDirError> {
                 path: path.to_owned(),
             });
         }
-        match applock::acquire_verified(&lockfile, Wait::No, Duration::MAX, &mut |_| {}) {
+        match applock::acquire_verified(
+            &lockfile,
+            Wait::No,
+            Duration::MAX,
+            &mut applock::warn_retired("ccci-rundir"),
+        ) {
             Ok(Verified::Held { file, .. }) => {
                 let holder =
                     Holder::new_for_this_process(None, Some(id.as_str()), "ccci-rundir", vec![]);
