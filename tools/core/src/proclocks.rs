@@ -509,7 +509,7 @@ mod tests {
         let create = |name: &str| {
             fs::OpenOptions::new()
                 .write(true)
-                .create(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(dir.path().join(name))
                 .unwrap()
