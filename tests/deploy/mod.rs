@@ -302,6 +302,38 @@ fn a_crash_looping_service_never_counts_as_converged() {
 }
 
 #[test]
+fn a_service_that_crashes_seconds_after_it_starts_never_counts_as_converged() {
+    if !swarm::available("a_service_that_crashes_seconds_after_it_starts_never_counts_as_converged")
+    {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("tc");
+    let stack = d.replace('.', "_");
+    // Its task reads 1/1 for 8 s, then fails: far longer than two polls apart, so only the
+    // tasks' history and running time can tell. Two crashes fit in 24 s.
+    let script = format!("\"$DEPLOY\" up {d} --recipe slow-crash --timeout 24s");
+    let out = assert_cmd::Command::from_std(app.chain("c", &d, &script))
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("converged in"), "{err}");
+    assert!(
+        err.contains(&format!("== deploy: {d} did not converge in ")),
+        "{err}"
+    );
+    // The failing service is named with its task's error, whichever look came last.
+    let named = [
+        format!("not ready: {stack}_crashy 0/1"),
+        format!("tasks not stable: {stack}_crashy 1/1"),
+    ];
+    assert!(named.iter().any(|n| err.contains(n)), "{err}");
+    assert!(err.contains("non-zero exit"), "the task's error: {err}");
+}
+
+#[test]
 fn a_spoofed_namespace_label_claims_nothing() {
     if !swarm::available("a_spoofed_namespace_label_claims_nothing") {
         return;

@@ -60,6 +60,10 @@ pub(crate) enum Cmd {
         /// How long to wait for convergence
         #[arg(long, value_name = "DUR", default_value = "25m", value_parser = duration_arg)]
         timeout: Duration,
+        /// Converged only once every running task has run this long and no task failed
+        /// within it (catches a task that crashes some seconds after it starts)
+        #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration_arg)]
+        stable_for: Duration,
     },
     /// Remove everything of DOMAIN: services, secrets, configs, networks, volumes, .env
     Down {
