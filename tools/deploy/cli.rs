@@ -39,8 +39,8 @@ pub(crate) enum Cmd {
     /// Deploy DOMAIN (creating the app when its .env is missing) and wait until it converges
     Up {
         domain: String,
-        /// The recipe, for `abra app new`
-        #[arg(long)]
+        /// The recipe, for `abra app new` (and `abra recipe fetch`)
+        #[arg(long, value_parser = deploy::parse_recipe)]
         recipe: String,
         /// The abra server
         #[arg(long, default_value = "default", value_parser = deploy::parse_server)]

@@ -147,7 +147,8 @@ fn up(
     abra.check()?;
     deploy::record_deploy(&count_file, domain)
         .with_context(|| format!("cannot count the deploy in {}", count_file.display()))?;
-    let env = deploy::env_file(&abra_dir()?, server, domain);
+    let tree = abra_dir()?;
+    let env = deploy::env_file(&tree, server, domain);
     if !env.exists() {
         say!("== deploy: creating app {domain} ({recipe} on {server}) ==");
         let new = [
@@ -172,6 +173,12 @@ fn up(
             ]
             .map(String::from),
         )?;
+    } else if !deploy::recipe_dir(&tree, recipe).is_dir() {
+        // The app exists, but `app new`, which fetched its recipe, ran in an earlier run
+        // whose private tree this is not (it failed after `app new`): abra deploys only
+        // from the tree, so fetch the recipe the way `app new` would have.
+        say!("== deploy: app {domain} exists; fetching its recipe {recipe} into this tree ==");
+        abra.run(&["recipe", "fetch", recipe, "--no-input"].map(String::from))?;
     }
     deploy::apply_sets(&env, sets)
         .with_context(|| format!("cannot apply --set to {}", env.display()))?;

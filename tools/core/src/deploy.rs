@@ -68,6 +68,11 @@ pub fn env_file(abra_dir: &Path, server: &str, domain: &Domain) -> PathBuf {
         .join(format!("{domain}.env"))
 }
 
+/// `<abra dir>/recipes/<recipe>`: where abra reads the recipe it deploys from.
+pub fn recipe_dir(abra_dir: &Path, recipe: &str) -> PathBuf {
+    abra_dir.join("recipes").join(recipe)
+}
+
 /// Set `KEY=VALUE` in an env file: replace every line that sets KEY (the last one would
 /// win for abra), or append one. Written to a new temporary file beside it (never
 /// through an existing name) with the file's mode, then renamed over, so a reader never
@@ -142,6 +147,23 @@ pub fn parse_server(s: &str) -> Result<String, String> {
     } else {
         Err(format!(
             "invalid server name {s:?}: letters, digits, '.', '_', '-'"
+        ))
+    }
+}
+
+/// Refuse a recipe name that is not one path component: it names a directory of the
+/// abra tree (`recipes/<recipe>`), and abra would read `-x` as an option.
+pub fn parse_recipe(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && !s.starts_with(['-', '.'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "invalid recipe name {s:?}: letters, digits, '.', '_', '-', not first '.' or '-'"
         ))
     }
 }
@@ -317,6 +339,10 @@ mod tests {
                 && parse_server("").is_err()
         );
         assert_eq!(parse_server("default").unwrap(), "default");
+        assert_eq!(parse_recipe("two-services").unwrap(), "two-services");
+        for bad in ["", ".", "..", "../x", "a/b", "-x", ".hidden"] {
+            assert!(parse_recipe(bad).is_err(), "{bad:?}");
+        }
         assert!(parse_version("--chaos").is_err());
         assert!(parse_set("=x").is_err());
         assert!(parse_set("novalue").is_err());
