@@ -23,7 +23,9 @@ ENVIRONMENT:
   CCCI_APP_LOCK_DIR       lock dir, to check the app lock (default /run/lock/cc-ci)
   CCCI_LOCK_FD, CCCI_LOCK_DOMAIN   set by ccci-lock: the lock this deploy runs under
   CCCI_DEPLOY_COUNT_FILE  set by ccci-rundir: where deploys are counted
-  ABRA_DIR                the abra tree with servers/<server>/<domain>.env ($HOME/.abra)
+  ABRA_DIR                the abra tree with servers/<server>/<domain>.env and recipes/
+                          (set by ccci-rundir; outside a run dir CCCI_CANONICAL_ABRA_DIR,
+                          else $HOME/.abra); abra is run with ABRA_DIR set to it
   CCCI_DOCKER, CCCI_ABRA  the docker and abra executables (docker, abra)";
 
 /// Deploy and tear down one app on the swarm, under its app lock.

@@ -115,7 +115,10 @@ fn abra_dir() -> Result<PathBuf, Fail> {
     deploy::abra_dir().ok_or_else(|| {
         Fail(
             Exit::Misconfigured,
-            anyhow::anyhow!("neither ABRA_DIR nor HOME is set"),
+            anyhow::anyhow!(
+                "no abra tree: neither ABRA_DIR, {} nor HOME is set",
+                EnvVars::CCCI_CANONICAL_ABRA_DIR
+            ),
         )
     })
 }
@@ -143,11 +146,11 @@ fn up(
     };
     let docker = Docker::from_env();
     docker.ping()?;
-    let abra = Abra::from_env();
+    let tree = abra_dir()?;
+    let abra = Abra::from_env().in_tree(&tree);
     abra.check()?;
     deploy::record_deploy(&count_file, domain)
         .with_context(|| format!("cannot count the deploy in {}", count_file.display()))?;
-    let tree = abra_dir()?;
     let env = deploy::env_file(&tree, server, domain);
     if !env.exists() {
         say!("== deploy: creating app {domain} ({recipe} on {server}) ==");
