@@ -328,15 +328,24 @@ pub fn assert_no_overlap(log: &str) -> usize {
 
 /// Run a command to completion with the suite's patience as a bound, capturing output.
 pub fn output_within(cmd: Command) -> std::process::Output {
+    output_in(cmd, PATIENCE)
+}
+
+/// [`output_within`] with another bound: a deploy waits for its tasks to be stable
+/// (`--stable-for`) and takes longer than the suite's usual patience on a loaded machine.
+pub fn output_in(cmd: Command, limit: Duration) -> std::process::Output {
     let mut cmd = assert_cmd::Command::from_std(cmd);
-    cmd.timeout(PATIENCE);
+    cmd.timeout(limit);
     let out = cmd.output().expect("run");
     assert!(
         out.status.signal() != Some(9),
-        "killed after {PATIENCE:?}: hung"
+        "killed after {limit:?}: hung"
     );
     out
 }
+
+/// The bound for a command that deploys and waits for convergence.
+pub const DEPLOY_PATIENCE: Duration = Duration::from_secs(90);
 
 /// Tests that need root (files owned by someone else, mounts). CI runs as root: there a
 /// missing root is a failure, not a skip.

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
 
-use crate::support::{Sandbox, output_within};
+use crate::support::{DEPLOY_PATIENCE, Sandbox, output_in, output_within};
 use crate::swarm::{self, App, leftovers};
 
 fn text(b: &[u8]) -> String {
@@ -24,7 +24,7 @@ fn up_converges_is_counted_once_and_down_removes_everything_twice() {
          \"$DEPLOY\" status {d} --json > \"$CCCI_RUN_DIR/status.json\" && \
          \"$DEPLOY\" down {d} && \"$DEPLOY\" down {d}"
     );
-    let out = output_within(app.chain("1", &d, &script));
+    let out = output_in(app.chain("1", &d, &script), DEPLOY_PATIENCE);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -78,7 +78,7 @@ fn two_ups_in_one_run_fail_the_count_with_the_dg41_line() {
         "\"$DEPLOY\" up {d} --recipe two-services --set APP_REPLICAS=1 --timeout 2m && \
          \"$DEPLOY\" up {d} --recipe two-services --timeout 2m && \"$DEPLOY\" count --expect 1"
     );
-    let out = output_within(app.chain("2", &d, &script));
+    let out = output_in(app.chain("2", &d, &script), DEPLOY_PATIENCE);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("!! deploy-count 2 != 1 (DG4.1 violation)"),
@@ -135,11 +135,8 @@ fn tearing_down_a_b_leaves_a_b_c_alone() {
     app.track(&abc);
     let (s_ab, s_abc) = (ab.replace('.', "_"), abc.replace('.', "_"));
     for (run, d) in [("4a", &ab), ("4b", &abc)] {
-        let out = output_within(app.chain(
-            run,
-            d,
-            &format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 2m"),
-        ));
+        let up = format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 2m");
+        let out = output_in(app.chain(run, d, &up), DEPLOY_PATIENCE);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let before_abc = leftovers(&s_abc);
@@ -302,6 +299,177 @@ fn a_crash_looping_service_never_counts_as_converged() {
 }
 
 #[test]
+fn a_service_that_crashes_seconds_after_it_starts_never_counts_as_converged() {
+    if !swarm::available("a_service_that_crashes_seconds_after_it_starts_never_counts_as_converged")
+    {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("tc");
+    let stack = d.replace('.', "_");
+    // Its task reads 1/1 for 8 s, then fails: far longer than two polls apart, so only the
+    // tasks' history and running time can tell. Two crashes fit in 24 s.
+    let script = format!("\"$DEPLOY\" up {d} --recipe slow-crash --timeout 24s");
+    let out = output_in(app.chain("c", &d, &script), DEPLOY_PATIENCE);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("converged in"), "{err}");
+    assert!(
+        err.contains(&format!("== deploy: {d} did not converge in ")),
+        "{err}"
+    );
+    // The failing service is named with its task's error, whichever look came last.
+    let named = [
+        format!("not ready: {stack}_crashy 0/1"),
+        format!("tasks not stable: {stack}_crashy 1/1"),
+    ];
+    assert!(named.iter().any(|n| err.contains(n)), "{err}");
+    assert!(err.contains("non-zero exit"), "the task's error: {err}");
+}
+
+#[test]
+fn a_new_run_after_a_run_that_failed_mid_deploy_recovers() {
+    if !swarm::available("a_new_run_after_a_run_that_failed_mid_deploy_recovers") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("td");
+    // abra that fails its first `app deploy` (after `app new` and `secret generate` ran):
+    // the flag file can be removed once only.
+    let flag = app.sb.path("fail-next-deploy");
+    std::fs::write(&flag, "").unwrap();
+    let wrapper = app.sb.path("abra-fails-once");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1 $2\" = 'app deploy' ] && rm '{}' 2>/dev/null; then\n  \
+             echo 'abra (test wrapper): injected failure of app deploy' >&2; exit 1\nfi\n\
+             exec '{}' \"$@\"\n",
+            flag.display(),
+            swarm::abra().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let up = format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 2m");
+    let mut run1 = app.chain("d1", &d, &up);
+    run1.env("CCCI_ABRA", &wrapper);
+    let out = output_within(run1);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("injected failure of app deploy"), "{err}");
+    // Run 1 left its app behind, as a run that exits 1 without tearing down does.
+    let env = app.sb.abra_dir().join(format!("servers/default/{d}.env"));
+    assert!(env.exists(), "{err}");
+    // A new run of the same domain: a fresh private tree without the recipe, and the
+    // .env already there, so `app new` is skipped. It must deploy and converge.
+    let mut run2 = app.chain("d2", &d, &up);
+    run2.env("CCCI_ABRA", &wrapper);
+    let out = output_in(run2, DEPLOY_PATIENCE);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("== deploy: {d} converged in ")),
+        "{err}"
+    );
+    assert!(
+        app.sb
+            .runs_dir()
+            .join("d2/abra/recipes/two-services/compose.yml")
+            .is_file()
+    );
+}
+
+#[test]
+fn status_reads_the_tree_the_other_tools_read() {
+    if !swarm::available("status_reads_the_tree_the_other_tools_read") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("te");
+    // The app's .env in the canonical tree (CCCI_CANONICAL_ABRA_DIR), and a HOME whose
+    // own .abra knows nothing of it.
+    let env = app.sb.abra_servers().join(format!("default/{d}.env"));
+    std::fs::write(&env, "TYPE=two-services\n").unwrap();
+    let home = app.sb.path("home");
+    std::fs::create_dir_all(home.join(".abra/servers/default")).unwrap();
+    let env_files = |out: &std::process::Output| {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["env_files"].clone()
+    };
+    // Outside a run dir: the canonical tree, as the janitor reads it.
+    let mut status = app.sb.cmd("ccci-deploy");
+    status
+        .env_remove("ABRA_DIR")
+        .env("HOME", &home)
+        .args(["status", &d, "--json"]);
+    let out = output_within(status);
+    assert_eq!(
+        env_files(&out),
+        serde_json::json!([env.display().to_string()])
+    );
+    let mut status = app.sb.cmd("ccci-deploy");
+    status
+        .env_remove("ABRA_DIR")
+        .env("HOME", &home)
+        .args(["status", &d]);
+    let out = output_within(status);
+    assert!(
+        text(&out.stdout).contains(&format!("  env file {}", env.display())),
+        "{}",
+        text(&out.stdout)
+    );
+    // Inside one: the run's tree (whose servers/ links to the canonical one).
+    let mut status = app.sb.cmd("ccci-rundir");
+    status
+        .env("HOME", &home)
+        .args(["--run-id", "e", "--"])
+        .arg(crate::support::bin("ccci-deploy"))
+        .args(["status", &d, "--json"]);
+    let out = output_within(status);
+    let in_run = app
+        .sb
+        .runs_dir()
+        .join(format!("e/abra/servers/default/{d}.env"));
+    assert_eq!(
+        env_files(&out),
+        serde_json::json!([in_run.display().to_string()])
+    );
+}
+
+#[test]
+fn outside_a_run_dir_abra_is_told_the_tree_ccci_deploy_reads() {
+    if !swarm::available("outside_a_run_dir_abra_is_told_the_tree_ccci_deploy_reads") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("tf");
+    // A harness that counts deploys itself, with no ABRA_DIR: ccci-deploy reads the
+    // canonical tree, and abra, left alone, would use $HOME/.abra (which has no server).
+    let home = app.sb.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut cmd = app.sb.cmd("ccci-lock");
+    cmd.env_remove("ABRA_DIR")
+        .env("HOME", &home)
+        .env("CCCI_ABRA", swarm::abra())
+        .env("CCCI_DEPLOY_COUNT_FILE", app.sb.path("deploys"))
+        .args([&d, "--"])
+        .arg(crate::support::bin("ccci-deploy"))
+        .args(["up", &d, "--recipe", "two-services", "--timeout", "2m"]);
+    let out = output_in(cmd, DEPLOY_PATIENCE);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let canonical = app.sb.abra_dir();
+    assert!(canonical.join(format!("servers/default/{d}.env")).is_file());
+    assert!(canonical.join("recipes/two-services/compose.yml").is_file());
+    assert!(!home.join(".abra").exists());
+}
+
+#[test]
 fn a_spoofed_namespace_label_claims_nothing() {
     if !swarm::available("a_spoofed_namespace_label_claims_nothing") {
         return;
@@ -370,6 +538,8 @@ fn bad_set_server_and_version_values_are_usage_errors() {
         vec!["up", &d, "--recipe", "r", "--server", "/etc"],
         vec!["up", &d, "--recipe", "r", "--server", "../x"],
         vec!["up", &d, "--recipe", "r", "--version=--chaos"],
+        vec!["up", &d, "--recipe", "../r"],
+        vec!["up", &d, "--recipe", "--chaos"],
         vec!["down", &d, "--server", "a/b"],
     ] {
         let out = output_within({

@@ -7,7 +7,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::support::{Background, bin, output_within};
+use crate::support::{Background, DEPLOY_PATIENCE, bin, output_in, output_within};
 use crate::swarm::{self, App, leftovers};
 
 fn text(b: &[u8]) -> String {
@@ -27,11 +27,8 @@ fn regex_escape(s: &str) -> String {
 impl App {
     /// Deploy `domain` through the real chain and leave it up, as a crashed run would.
     fn orphan(&self, run: &str, domain: &str) {
-        let out = output_within(self.chain(
-            run,
-            domain,
-            &format!("\"$DEPLOY\" up {domain} --recipe two-services --timeout 2m"),
-        ));
+        let up = format!("\"$DEPLOY\" up {domain} --recipe two-services --timeout 2m");
+        let out = output_in(self.chain(run, domain, &up), DEPLOY_PATIENCE);
         assert!(
             out.status.success(),
             "deploy of {domain}: {}",

@@ -23,7 +23,9 @@ ENVIRONMENT:
   CCCI_APP_LOCK_DIR       lock dir, to check the app lock (default /run/lock/cc-ci)
   CCCI_LOCK_FD, CCCI_LOCK_DOMAIN   set by ccci-lock: the lock this deploy runs under
   CCCI_DEPLOY_COUNT_FILE  set by ccci-rundir: where deploys are counted
-  ABRA_DIR                the abra tree with servers/<server>/<domain>.env ($HOME/.abra)
+  ABRA_DIR                the abra tree with servers/<server>/<domain>.env and recipes/
+                          (set by ccci-rundir; outside a run dir CCCI_CANONICAL_ABRA_DIR,
+                          else $HOME/.abra); abra is run with ABRA_DIR set to it
   CCCI_DOCKER, CCCI_ABRA  the docker and abra executables (docker, abra)";
 
 /// Deploy and tear down one app on the swarm, under its app lock.
@@ -39,8 +41,8 @@ pub(crate) enum Cmd {
     /// Deploy DOMAIN (creating the app when its .env is missing) and wait until it converges
     Up {
         domain: String,
-        /// The recipe, for `abra app new`
-        #[arg(long)]
+        /// The recipe, for `abra app new` (and `abra recipe fetch`)
+        #[arg(long, value_parser = deploy::parse_recipe)]
         recipe: String,
         /// The abra server
         #[arg(long, default_value = "default", value_parser = deploy::parse_server)]
@@ -60,6 +62,10 @@ pub(crate) enum Cmd {
         /// How long to wait for convergence
         #[arg(long, value_name = "DUR", default_value = "25m", value_parser = duration_arg)]
         timeout: Duration,
+        /// Converged only once every running task has run this long and no task failed
+        /// within it (catches a task that crashes some seconds after it starts)
+        #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration_arg)]
+        stable_for: Duration,
     },
     /// Remove everything of DOMAIN: services, secrets, configs, networks, volumes, .env
     Down {

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             sets,
             abra_args,
             timeout,
+            stable_for,
         } => domain_arg(&domain).and_then(|d| {
             let mut deploy_args = vec![
                 "app".into(),
@@ -60,7 +61,11 @@ fn main() -> ExitCode {
             ];
             deploy_args.extend(chaos.then(|| "--chaos".to_owned()).or(version));
             deploy_args.extend(abra_args);
-            up(&d, &recipe, &server, &sets, &deploy_args, timeout)
+            let wait = Wait {
+                timeout,
+                stable_for,
+            };
+            up(&d, &recipe, &server, &sets, &deploy_args, wait)
         }),
         Cmd::Down {
             domain,
@@ -110,9 +115,18 @@ fn abra_dir() -> Result<PathBuf, Fail> {
     deploy::abra_dir().ok_or_else(|| {
         Fail(
             Exit::Misconfigured,
-            anyhow::anyhow!("neither ABRA_DIR nor HOME is set"),
+            anyhow::anyhow!(
+                "no abra tree: neither ABRA_DIR, {} nor HOME is set",
+                EnvVars::CCCI_CANONICAL_ABRA_DIR
+            ),
         )
     })
+}
+
+/// How `up` waits for convergence: `--timeout` and `--stable-for`.
+struct Wait {
+    timeout: Duration,
+    stable_for: Duration,
 }
 
 fn up(
@@ -121,7 +135,7 @@ fn up(
     server: &str,
     sets: &[(String, String)],
     deploy_args: &[String],
-    timeout: Duration,
+    wait: Wait,
 ) -> Result<Exit, Fail> {
     require_lock(domain)?;
     let Some(count_file) = non_empty(EnvVars::CCCI_DEPLOY_COUNT_FILE).map(PathBuf::from) else {
@@ -132,11 +146,12 @@ fn up(
     };
     let docker = Docker::from_env();
     docker.ping()?;
-    let abra = Abra::from_env();
+    let tree = abra_dir()?;
+    let abra = Abra::from_env().in_tree(&tree);
     abra.check()?;
     deploy::record_deploy(&count_file, domain)
         .with_context(|| format!("cannot count the deploy in {}", count_file.display()))?;
-    let env = deploy::env_file(&abra_dir()?, server, domain);
+    let env = deploy::env_file(&tree, server, domain);
     if !env.exists() {
         say!("== deploy: creating app {domain} ({recipe} on {server}) ==");
         let new = [
@@ -161,12 +176,19 @@ fn up(
             ]
             .map(String::from),
         )?;
+    } else if !deploy::recipe_dir(&tree, recipe).is_dir() {
+        // The app exists, but `app new`, which fetched its recipe, ran in an earlier run
+        // whose private tree this is not (it failed after `app new`): abra deploys only
+        // from the tree, so fetch the recipe the way `app new` would have.
+        say!("== deploy: app {domain} exists; fetching its recipe {recipe} into this tree ==");
+        abra.run(&["recipe", "fetch", recipe, "--no-input"].map(String::from))?;
     }
     deploy::apply_sets(&env, sets)
         .with_context(|| format!("cannot apply --set to {}", env.display()))?;
     say!("== deploy: {} ==", deploy_args.join(" "));
     abra.run(deploy_args)?;
     let stack = domain.stack_name();
+    let stable_for = wait.stable_for;
     let mut progress = |p: convergence::Progress<'_>| {
         let ready = p.services.iter().filter(|s| convergence::ready(s)).count();
         let waiting: Vec<String> = p
@@ -175,14 +197,24 @@ fn up(
             .filter(|s| !convergence::ready(s))
             .map(|s| convergence::short(s, &stack))
             .collect();
+        // Every service ready but not converged: its tasks have not been stable long enough.
+        let waiting = match waiting.is_empty() {
+            true => format!("tasks not stable for {} yet", duration::format(stable_for)),
+            false => waiting.join(", "),
+        };
         say!(
-            "== deploy: {domain} converging — {ready}/{} services ready ({}), {} ==",
+            "== deploy: {domain} converging — {ready}/{} services ready ({waiting}), {} ==",
             p.services.len(),
-            waiting.join(", "),
             duration::format(p.elapsed)
         );
     };
-    match convergence::wait(&docker, &stack, timeout, &mut progress)? {
+    match convergence::wait(
+        &docker,
+        &stack,
+        wait.timeout,
+        wait.stable_for,
+        &mut progress,
+    )? {
         Outcome::Converged { services, after } => {
             say!(
                 "== deploy: {domain} converged in {} ({services} service{}) ==",
@@ -191,7 +223,11 @@ fn up(
             );
             Ok(Exit::Success)
         }
-        Outcome::TimedOut { services, after } => {
+        Outcome::TimedOut {
+            services,
+            unsettled,
+            after,
+        } => {
             say!(
                 "== deploy: {domain} did not converge in {} ==",
                 duration::format(after)
@@ -199,8 +235,8 @@ fn up(
             if services.is_empty() {
                 diag!(TOOL, "{domain}: the stack {stack} has no services");
             }
-            // All replicas up at the last look means their tasks never settled (they keep
-            // failing, or never ran 5 s): name them all then.
+            // All replicas up at the last look means their tasks never stayed up for
+            // --stable-for (they keep failing): name those tasks, and every service.
             let all_look_ready = services.iter().all(convergence::ready);
             for s in services
                 .iter()
@@ -210,11 +246,16 @@ fn up(
                     .unwrap_or_else(|| "no failed task".into());
                 let state = s.update_state.as_deref().unwrap_or("no update");
                 let what = if all_look_ready {
-                    "tasks not settled"
+                    "tasks not stable"
                 } else {
                     "not ready"
                 };
                 diag!(TOOL, "{what}: {} {} ({state}): {error}", s.name, s.replicas);
+            }
+            if all_look_ready {
+                for why in &unsettled {
+                    diag!(TOOL, "  {why}");
+                }
             }
             Ok(Exit::Failure)
         }

@@ -7,9 +7,12 @@
 //! clear would wait forever. `updating` and `rollback_started` are not settled.
 //!
 //! Polling is with backoff (0.5 s, doubling, at most 5 s), never a fixed long sleep. A
-//! crash-looping task is "running" between its restarts, so a look that says converged
-//! must hold on two polls in a row, every running task must have been running for 5 s,
-//! and no task of the stack may have failed in the last 10 s.
+//! crash-looping task is "running" between its restarts, and one that fails some seconds
+//! after it starts reads 1/1 until it does, so a look that says converged must hold on
+//! two polls in a row, and the tasks must be stable: every running task running for the
+//! stability window (`--stable-for`, default 10 s), and no task of the stack failed
+//! within it. A task that fails later than the window after it started is not caught:
+//! the window is the price in time of every deploy, so it is an option.
 
 use std::time::{Duration, Instant};
 
@@ -95,6 +98,9 @@ pub enum Outcome {
     },
     TimedOut {
         services: Vec<Service>,
+        /// Why the tasks were not stable at the last look that found every service
+        /// ready (empty when there was none).
+        unsettled: Vec<String>,
         after: Duration,
     },
 }
@@ -105,28 +111,40 @@ pub struct Progress<'a> {
     pub elapsed: Duration,
 }
 
-/// Poll the stack until it converges or `timeout` runs out, reporting every 15 s.
+/// Poll the stack until it converges or `timeout` runs out, reporting every 15 s. It
+/// converges when every service is ready on two polls in a row and its tasks are stable
+/// for `stable_for` ([`judge`]).
 pub fn wait(
     docker: &Docker,
     stack: &str,
     timeout: Duration,
+    stable_for: Duration,
     on_progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome, DockerError> {
     let start = Instant::now();
     let mut pause = FIRST_POLL;
     let mut next_report = start + PROGRESS_EVERY;
     let mut seen_ready = false;
+    let mut unsettled = Vec::new();
     loop {
         let services = swarm::services(docker, Some(stack))?;
         // No service at all is not "nothing left to wait for": the deploy made none yet.
         let all_ready = !services.is_empty() && services.iter().all(ready);
-        // Twice in a row: a crash-looping task caught in its instant of "running" must
-        // not pass for a converged service.
-        if all_ready && seen_ready && tasks_settled(docker, &services)? {
-            return Ok(Outcome::Converged {
-                services: services.len(),
-                after: start.elapsed(),
-            });
+        // Replicas up is not enough: a task that crashes a few seconds after it starts
+        // reads 1/1 until it does. Only the tasks' own history tells.
+        let mut settles_in = Duration::ZERO;
+        if all_ready {
+            let check = check_tasks(docker, &services, stable_for)?;
+            // Twice in a row: a crash-looping task caught in its instant of "running"
+            // must not pass for a converged service.
+            if seen_ready && check.unsettled.is_empty() {
+                return Ok(Outcome::Converged {
+                    services: services.len(),
+                    after: start.elapsed(),
+                });
+            }
+            unsettled = check.unsettled;
+            settles_in = check.settles_in;
         }
         seen_ready = all_ready;
         let now = Instant::now();
@@ -135,6 +153,7 @@ pub fn wait(
         if now >= start + timeout || services.is_empty() {
             return Ok(Outcome::TimedOut {
                 services,
+                unsettled,
                 after: start.elapsed(),
             });
         }
@@ -146,8 +165,14 @@ pub fn wait(
             next_report += PROGRESS_EVERY;
         }
         let left = (start + timeout).saturating_duration_since(now);
-        // Confirming a converged look needs no long wait; otherwise back off.
-        let wait = if all_ready { FIRST_POLL } else { pause };
+        // A converged look is confirmed at once, or when its youngest task could be
+        // stable (a failure meanwhile shows on that poll just the same); otherwise back
+        // off.
+        let wait = if all_ready {
+            settles_in.clamp(FIRST_POLL, MAX_POLL)
+        } else {
+            pause
+        };
         std::thread::sleep(
             wait.min(left)
                 .min(next_report.saturating_duration_since(now)),
@@ -156,28 +181,100 @@ pub fn wait(
     }
 }
 
-/// How long no task may have failed for a stack to count as converged: a crash-looping
-/// task shows "running" between its restarts, but it fails again within this window.
-pub const QUIET_FOR: Duration = Duration::from_secs(10);
+/// The default `--stable-for`: how long every running task must have been running, and
+/// no task of the stack may have failed, for the stack to count as converged.
+pub const STABLE_FOR: Duration = Duration::from_secs(10);
 
-/// How long every running task must have been running: a task that crashes a few
-/// seconds after it starts has not failed yet when the replicas first read 1/1.
-pub const RUNNING_FOR: Duration = Duration::from_secs(5);
-
-#[derive(Deserialize)]
+/// One task of `docker inspect --type task`, as much of it as convergence reads.
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct TaskStatus {
+pub struct Task {
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
     #[serde(default)]
-    state: String,
+    pub slot: u64,
+    #[serde(rename = "NodeID", default)]
+    pub node_id: String,
     #[serde(default)]
-    timestamp: String,
+    pub status: TaskStatus,
 }
 
-/// Whether the services' tasks have settled: every running task has been running for
-/// [`RUNNING_FOR`], and none failed or was rejected within [`QUIET_FOR`] (`docker inspect
-/// --type task`, whose status carries a timestamp). Two docker calls, made only once a
-/// stack already looks converged.
-fn tasks_settled(docker: &Docker, services: &[Service]) -> Result<bool, DockerError> {
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskStatus {
+    #[serde(default)]
+    pub state: String,
+    /// When the task entered `state`.
+    #[serde(default)]
+    pub timestamp: String,
+    #[serde(default)]
+    pub err: String,
+}
+
+/// What the tasks say: why the stack is not stable yet (empty: it is), and how long until
+/// it could be, if nothing fails meanwhile.
+#[derive(Debug, Default)]
+pub struct TaskCheck {
+    pub unsettled: Vec<String>,
+    pub settles_in: Duration,
+}
+
+/// Judge the stack's tasks against the stability window: a running task must have been
+/// running for `stable_for`, and no task may have failed (or been rejected) within it.
+/// A task that crashes some seconds after it starts is "running" while the replicas
+/// read 1/1; the window is what tells it from a healthy one. `names` maps service ids
+/// to service names, for the task names (`<service>.<slot>`) the report shows.
+pub fn judge(tasks: &[Task], names: &[(&str, &str)], stable_for: Duration) -> TaskCheck {
+    let mut check = TaskCheck::default();
+    for t in tasks {
+        // An unreadable timestamp proves nothing: count it as just now.
+        let age = crate::timefmt::age(&t.status.timestamp).unwrap_or(Duration::ZERO);
+        let left = stable_for.saturating_sub(age);
+        if left.is_zero() {
+            continue;
+        }
+        // `service ls` shows short ids, tasks carry full ones.
+        let service = names
+            .iter()
+            .find(|(id, _)| !id.is_empty() && t.service_id.starts_with(id))
+            .map_or(t.service_id.as_str(), |(_, name)| name);
+        let task = match t.slot {
+            0 => format!("{service}.{}", t.node_id),
+            slot => format!("{service}.{slot}"),
+        };
+        let why = match t.status.state.as_str() {
+            "failed" | "rejected" => format!(
+                "task {task} {} {} ago{}",
+                t.status.state,
+                crate::duration::format(age),
+                match t.status.err.as_str() {
+                    "" => String::new(),
+                    err => format!(": {err}"),
+                }
+            ),
+            "running" => format!(
+                "task {task} running for {}, not yet {}",
+                crate::duration::format(age),
+                crate::duration::format(stable_for)
+            ),
+            _ => continue,
+        };
+        check.unsettled.push(why);
+        check.settles_in = check.settles_in.max(left);
+    }
+    check
+}
+
+/// Every task of the services (`docker service ps -q` lists the history swarm keeps,
+/// then `docker inspect --type task`, whose status carries a timestamp) judged by
+/// [`judge`]. Made only once a stack already looks converged.
+fn check_tasks(
+    docker: &Docker,
+    services: &[Service],
+    stable_for: Duration,
+) -> Result<TaskCheck, DockerError> {
     let mut ps = vec![
         "service".to_owned(),
         "ps".into(),
@@ -185,25 +282,22 @@ fn tasks_settled(docker: &Docker, services: &[Service]) -> Result<bool, DockerEr
         "--no-trunc".into(),
     ];
     ps.extend(services.iter().map(|s| s.id.clone()));
-    let tasks: Vec<String> = docker
+    let ids: Vec<String> = docker
         .run(&ps)?
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    if tasks.is_empty() {
-        return Ok(true);
+    if ids.is_empty() {
+        return Ok(TaskCheck::default());
     }
     let mut inspect = vec!["inspect".to_owned(), "--type".into(), "task".into()];
-    inspect.extend(tasks);
-    let statuses: Vec<TaskStatus> = docker.json_lines_as(&inspect, "{{json .Status}}")?;
-    Ok(!statuses.iter().any(|t| {
-        let age = crate::timefmt::age(&t.timestamp).unwrap_or(Duration::ZERO);
-        match t.state.as_str() {
-            "failed" | "rejected" => age < QUIET_FOR,
-            "running" => age < RUNNING_FOR,
-            _ => false,
-        }
-    }))
+    inspect.extend(ids);
+    let tasks: Vec<Task> = docker.json_lines(&inspect)?;
+    let names: Vec<(&str, &str)> = services
+        .iter()
+        .map(|s| (s.id.as_str(), s.name.as_str()))
+        .collect();
+    Ok(judge(&tasks, &names, stable_for))
 }
 
 #[derive(Deserialize)]
@@ -278,6 +372,63 @@ mod tests {
         ] {
             assert!(!settled(Some(busy)), "{busy}");
         }
+    }
+
+    fn task(state: &str, ago: Duration, err: &str) -> Task {
+        let at = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
+        Task {
+            id: "t".into(),
+            service_id: "x123456789abcdef".into(),
+            slot: 1,
+            node_id: "n".into(),
+            status: TaskStatus {
+                state: state.into(),
+                timestamp: format!("{at}"),
+                err: err.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn tasks_must_be_stable_for_the_window() {
+        let names = [("x123", "a_b_app")];
+        let window = Duration::from_secs(10);
+        let secs = Duration::from_secs;
+        // Running long enough, an old failure, a finished older task: stable.
+        let stable = [
+            task("running", secs(30), ""),
+            task("failed", secs(40), "non-zero exit (1)"),
+            task("shutdown", secs(1), ""),
+        ];
+        let check = judge(&stable, &names, window);
+        assert!(check.unsettled.is_empty(), "{check:?}");
+        // A task 8 s into a life that ends at 8 s, after a failure 2 s before it started.
+        let crashing = [
+            task("running", secs(8), ""),
+            task("failed", secs(9), "non-zero exit (1)"),
+        ];
+        let check = judge(&crashing, &names, window);
+        assert_eq!(check.unsettled.len(), 2, "{check:?}");
+        assert!(
+            check.unsettled[0].starts_with("task a_b_app.1 running for 8"),
+            "{check:?}"
+        );
+        assert!(
+            check.unsettled[1].starts_with("task a_b_app.1 failed 9")
+                && check.unsettled[1].ends_with(" ago: non-zero exit (1)"),
+            "{check:?}"
+        );
+        // Stable at the earliest when the youngest has run the window.
+        assert!(
+            check.settles_in > secs(1) && check.settles_in <= secs(2),
+            "{check:?}"
+        );
+        // A zero window asks nothing of the tasks.
+        assert!(
+            judge(&crashing, &names, Duration::ZERO)
+                .unsettled
+                .is_empty()
+        );
     }
 
     #[test]

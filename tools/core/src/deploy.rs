@@ -53,11 +53,14 @@ pub fn deploys(count_file: &Path, domain: Option<&Domain>) -> io::Result<usize> 
         .count())
 }
 
-/// `$ABRA_DIR`, else abra's own default `$HOME/.abra`.
+/// The abra tree `ccci-deploy` works in: `$ABRA_DIR` (in a run, `ccci-rundir` sets it to
+/// the run's private tree), else the host's canonical tree that `ccci-rundir` links runs
+/// to and the janitor reads (`CCCI_CANONICAL_ABRA_DIR`, else `$HOME/.abra`). abra is run
+/// with `ABRA_DIR` set to it, so what abra writes is what ccci reads.
 pub fn abra_dir() -> Option<PathBuf> {
     non_empty(EnvVars::ABRA_DIR)
         .map(PathBuf::from)
-        .or_else(|| non_empty("HOME").map(|h| PathBuf::from(h).join(".abra")))
+        .or_else(|| crate::env::canonical_abra_dir(None).ok())
 }
 
 /// `<abra dir>/servers/<server>/<domain>.env`.
@@ -66,6 +69,11 @@ pub fn env_file(abra_dir: &Path, server: &str, domain: &Domain) -> PathBuf {
         .join("servers")
         .join(server)
         .join(format!("{domain}.env"))
+}
+
+/// `<abra dir>/recipes/<recipe>`: where abra reads the recipe it deploys from.
+pub fn recipe_dir(abra_dir: &Path, recipe: &str) -> PathBuf {
+    abra_dir.join("recipes").join(recipe)
 }
 
 /// Set `KEY=VALUE` in an env file: replace every line that sets KEY (the last one would
@@ -146,6 +154,23 @@ pub fn parse_server(s: &str) -> Result<String, String> {
     }
 }
 
+/// Refuse a recipe name that is not one path component: it names a directory of the
+/// abra tree (`recipes/<recipe>`), and abra would read `-x` as an option.
+pub fn parse_recipe(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && !s.starts_with(['-', '.'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "invalid recipe name {s:?}: letters, digits, '.', '_', '-', not first '.' or '-'"
+        ))
+    }
+}
+
 /// Refuse a version that abra would read as an option.
 pub fn parse_version(s: &str) -> Result<String, String> {
     if s.is_empty() || s.starts_with('-') {
@@ -170,6 +195,8 @@ pub enum AbraError {
 /// abra, as named by `CCCI_ABRA` (else `abra` on `PATH`).
 pub struct Abra {
     program: OsString,
+    /// The tree abra is told to use (`ABRA_DIR`), when set.
+    tree: Option<PathBuf>,
 }
 
 /// How many of abra's last lines a failure quotes.
@@ -179,6 +206,15 @@ impl Abra {
     pub fn from_env() -> Abra {
         Abra {
             program: non_empty(EnvVars::CCCI_ABRA).unwrap_or_else(|| "abra".into()),
+            tree: None,
+        }
+    }
+
+    /// Run abra with `ABRA_DIR=tree`: the tree ccci reads the `.env` and recipe from.
+    pub fn in_tree(self, tree: &Path) -> Abra {
+        Abra {
+            tree: Some(tree.to_owned()),
+            ..self
         }
     }
 
@@ -213,7 +249,13 @@ impl Abra {
             command: command.clone(),
             reason: e.to_string(),
         })?;
-        let mut child = Command::new(&self.program)
+        let mut command_line = Command::new(&self.program);
+        if let Some(tree) = &self.tree {
+            command_line.env(EnvVars::ABRA_DIR, tree);
+        }
+        // The Command keeps the pipe's write ends until it is dropped: it must not live
+        // past the spawn, or the read below never sees end-of-file.
+        let spawned = command_line
             .args(args)
             .stdin(Stdio::null())
             .stdout(writer.try_clone().map_err(|e| AbraError::Unavailable {
@@ -221,11 +263,12 @@ impl Abra {
                 reason: e.to_string(),
             })?)
             .stderr(writer)
-            .spawn()
-            .map_err(|e| AbraError::Unavailable {
-                command: command.clone(),
-                reason: e.to_string(),
-            })?;
+            .spawn();
+        drop(command_line);
+        let mut child = spawned.map_err(|e| AbraError::Unavailable {
+            command: command.clone(),
+            reason: e.to_string(),
+        })?;
         let mut tail = std::collections::VecDeque::with_capacity(TAIL);
         for line in BufReader::new(reader).lines() {
             let Ok(line) = line else { break };
@@ -317,6 +360,10 @@ mod tests {
                 && parse_server("").is_err()
         );
         assert_eq!(parse_server("default").unwrap(), "default");
+        assert_eq!(parse_recipe("two-services").unwrap(), "two-services");
+        for bad in ["", ".", "..", "../x", "a/b", "-x", ".hidden"] {
+            assert!(parse_recipe(bad).is_err(), "{bad:?}");
+        }
         assert!(parse_version("--chaos").is_err());
         assert!(parse_set("=x").is_err());
         assert!(parse_set("novalue").is_err());

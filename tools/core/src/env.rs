@@ -11,7 +11,7 @@ impl EnvVars {
     pub const CCCI_LOCK_WAIT: &'static str = "CCCI_LOCK_WAIT";
     /// Parent of the per-run directories (rundir).
     pub const CCCI_RUNS_DIR: &'static str = "CCCI_RUNS_DIR";
-    /// The host's shared abra tree (rundir, janitor).
+    /// The host's shared abra tree (rundir, janitor; deploy outside a run dir).
     pub const CCCI_CANONICAL_ABRA_DIR: &'static str = "CCCI_CANONICAL_ABRA_DIR";
     /// This run's id (rundir, lock).
     pub const CCCI_RUN_ID: &'static str = "CCCI_RUN_ID";
