@@ -242,3 +242,43 @@ fn a_planted_fifo_is_refused_and_never_hangs_a_probe() {
     assert_eq!(probe(&["--status"]).status.code(), Some(0));
     assert_eq!(probe(&[D, "--", "true"]).status.code(), Some(125));
 }
+
+#[test]
+fn a_lock_dir_under_a_symlink_or_directory_someone_else_owns_is_refused() {
+    // Whoever owns a parent can swap the directory under it: `pub/locks` a symlink that
+    // `nobody` repoints while runs hold locks in the old target (adversary finding F5).
+    if !require_root("a_lock_dir_under_a_symlink_or_directory_someone_else_owns_is_refused") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let public = sb.path("pub");
+    fs::create_dir_all(&public).unwrap();
+    fs::set_permissions(&public, fs::Permissions::from_mode(0o1777)).unwrap();
+    let real = sb.path("real");
+    fs::create_dir_all(&real).unwrap();
+    symlink(&real, public.join("locks")).unwrap();
+    std::os::unix::fs::lchown(public.join("locks"), Some(65534), Some(65534)).unwrap();
+    sb.assert("ccci-lock")
+        .env("CCCI_APP_LOCK_DIR", public.join("locks/cc-ci"))
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("symbolic link owned by uid 65534"));
+    assert!(list(&real).is_empty());
+    // A directory of theirs on the way is refused the same.
+    let theirs = public.join("theirs");
+    fs::create_dir_all(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    sb.assert("ccci-lock")
+        .env("CCCI_APP_LOCK_DIR", theirs.join("cc-ci"))
+        .args([D, "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("directory owned by uid 65534"));
+    // Ours, under the sticky world-writable `pub`: fine.
+    sb.assert("ccci-lock")
+        .env("CCCI_APP_LOCK_DIR", public.join("ours"))
+        .args([D, "--", "true"])
+        .assert()
+        .success();
+}

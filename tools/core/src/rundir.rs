@@ -23,7 +23,7 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{IntoRawFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -197,11 +197,21 @@ fn lock_run(root: &Path, path: &Path, id: &RunId) -> Result<File, RunDirError> {
     let gc_lock = root.join(crate::rungc::GC_LOCK);
     for _ in 0..applock::MAX_REOPENS {
         match fs::DirBuilder::new().mode(0o755).create(path) {
-            Ok(()) => set_mode(path)?,
+            Ok(()) => match fs::set_permissions(path, fs::Permissions::from_mode(0o755)) {
+                Ok(()) => {}
+                // Renamed away by gc at once: again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("chmod", path)(e)),
+            },
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err("create", path)(e)),
         }
-        let meta = fs::symlink_metadata(path).map_err(io_err("inspect", path))?;
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            // gc renamed it away between our mkdir and this look: again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("inspect", path)(e)),
+        };
         let mine = std::os::unix::fs::MetadataExt::uid(&meta) == nix::unistd::geteuid().as_raw();
         if !meta.is_dir() || !mine {
             return Err(RunDirError::NotOurDir {

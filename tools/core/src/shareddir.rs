@@ -52,6 +52,8 @@ impl SharedDir {
     /// Make sure the directory exists (created with mode 0755 whatever the umask; its
     /// parent must exist) and is safe to use.
     pub fn ensure(&self) -> Result<(), SharedDirError> {
+        // Nothing is created under a parent someone else could swap.
+        self.check_ancestors()?;
         let created = match fs::DirBuilder::new().mode(0o755).create(&self.path) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
@@ -94,10 +96,6 @@ impl SharedDir {
         // The directory itself, as the kernel will resolve it: `link/` and `link/.` name
         // what `link` points to, so a trailing `/` or `/.` would slip a symlink past the
         // checks below (neither `lstat` nor `O_NOFOLLOW` stop at a link followed by `/`).
-        // `..` is refused: after a symlink it leads wherever the link's owner points it.
-        if self.path.components().any(|c| c == Component::ParentDir) {
-            return Err(refuse("contains '..' (name the directory itself)".into()));
-        }
         let path: PathBuf = self.path.components().collect();
         // A symlink could be repointed under us by whoever owns it. (O_NOFOLLOW below
         // makes sure of it; this is for the clearer message.)
@@ -106,6 +104,7 @@ impl SharedDir {
                 "is a symbolic link (name the real directory)".into(),
             ));
         }
+        self.check_ancestors()?;
         let dir = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -141,6 +140,62 @@ impl SharedDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Every directory and symlink on the way must be beyond others' reach too: whoever
+    /// can rename a parent (or repoint a symlink parent) can swap the whole directory.
+    fn check_ancestors(&self) -> Result<(), SharedDirError> {
+        let refuse = |problem: String| SharedDirError::Unsafe {
+            what: self.what,
+            path: self.path.clone(),
+            var: self.var,
+            problem,
+        };
+        // `..` after a symlink leads wherever the link's owner points it.
+        if self.path.components().any(|c| c == Component::ParentDir) {
+            return Err(refuse("contains '..' (name the directory itself)".into()));
+        }
+        let path: PathBuf = self.path.components().collect();
+        let canonical_parent = path.parent().and_then(|p| fs::canonicalize(p).ok());
+        let given = path.ancestors().skip(1);
+        let resolved = canonical_parent.iter().flat_map(|c| c.ancestors());
+        for ancestor in given.chain(resolved) {
+            if let Some(problem) = unsafe_ancestor(ancestor) {
+                return Err(refuse(format!(
+                    "lies under {}, which {problem}: others could swap it",
+                    ancestor.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an ancestor of a shared directory (not followed if a symlink) would let someone
+/// else swap what lies under it: owned by neither root nor us, or writable by others
+/// without the sticky bit. `None` when it is safe, or absent (then there is nothing below
+/// it to find either).
+fn unsafe_ancestor(path: &Path) -> Option<String> {
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    let meta = fs::symlink_metadata(path).ok()?;
+    let me = nix::unistd::geteuid().as_raw();
+    let kind = if meta.file_type().is_symlink() {
+        "is a symbolic link"
+    } else {
+        "is a directory"
+    };
+    if meta.uid() != 0 && meta.uid() != me {
+        return Some(format!("{kind} owned by uid {}", meta.uid()));
+    }
+    let mode = meta.permissions().mode();
+    if !meta.file_type().is_symlink() && mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Some(format!(
+            "is writable by others without the sticky bit (mode {:04o})",
+            mode & 0o7777
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -227,6 +282,15 @@ mod tests {
             .to_string();
         assert!(err.contains("'..'"), "{err}");
         dir(&tmp.path().join("real/")).ensure().unwrap();
+        // A parent others could rename is as bad as the directory itself.
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::create_dir(open.join("locks")).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = dir(&open.join("locks")).ensure().unwrap_err().to_string();
+        assert!(err.contains("writable by others"), "{err}");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        dir(&open.join("locks")).ensure().unwrap();
         fs::set_permissions(&real, fs::Permissions::from_mode(0o775)).unwrap();
         let err = dir(&real).ensure().unwrap_err().to_string();
         assert!(err.contains("group-writable"), "{err}");
