@@ -123,8 +123,12 @@ fn squatted_lockfile_is_replaced(kind: &str) {
         "{kind}: the squatted lockfile is still in place"
     );
     assert_eq!(now.permissions().mode() & 0o777, 0o600);
-    // Nothing else was left in the lock dir (no temporary name).
-    assert_eq!(crate::support::list(&sb.lock_dir()).len(), 1);
+    // Nothing else was left in the lock dir: no temporary name, only where retirers take
+    // turns.
+    assert_eq!(
+        crate::support::list(&sb.lock_dir()),
+        [".retire.lock", &format!("cc-ci-app-{D}.lock")]
+    );
     // A second run does not wait for the squatter through the replaced inode either.
     sb.assert("ccci-lock")
         .args(["-n", D, "--", "true"])
@@ -190,4 +194,79 @@ fn another_user_holding_a_lockfile_removed_by_hand_is_not_waited_for() {
         .assert()
         .success();
     assert!(squatter.child.try_wait().unwrap().is_none());
+}
+
+#[test]
+fn runs_that_retire_one_old_lockfile_at_once_never_overlap() {
+    // Several runs of one domain start together on an old lockfile another user holds:
+    // each wants to retire it. Two retirers must never trade a live lockfile away
+    // (adversary finding F9): enter/leave marks never overlap.
+    if !require_root("runs_that_retire_one_old_lockfile_at_once_never_overlap") {
+        return;
+    }
+    let sb = reachable_sandbox();
+    let log = sb.path("log");
+    for round in 0..25 {
+        let d = format!("r{round}.example");
+        fs::create_dir_all(sb.lock_dir()).unwrap();
+        let lockfile = sb.lockfile(&d);
+        fs::write(&lockfile, "").unwrap();
+        fs::set_permissions(&lockfile, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut squatter = Background::spawn(as_nobody(&format!(
+            "exec flock -x '{}' sh -c 'echo squatting >&2; exec sleep 1000'",
+            lockfile.display()
+        )));
+        squatter.wait_for("squatting");
+        let runs: Vec<_> = (0..4)
+            .map(|i| {
+                let mut cmd = sb.cmd("ccci-lock");
+                cmd.args(["-w", "20", &d, "--", "sh", "-c"]).arg(format!(
+                    "echo 'enter {round}.{i}' >> '{l}'; sleep 0.02; echo 'leave {round}.{i}' >> '{l}'",
+                    l = log.display()
+                ));
+                Background::spawn(cmd)
+            })
+            .collect();
+        for run in runs {
+            let (status, lines) = run.finish();
+            assert!(status.success(), "round {round}: {lines:?}");
+        }
+        drop(squatter);
+    }
+    let log = fs::read_to_string(&log).unwrap();
+    assert_eq!(crate::support::assert_no_overlap(&log), 100);
+}
+
+#[test]
+fn retirers_take_turns_on_the_lock_dirs_retire_lock() {
+    // Between its look at the path and its exchange, a retirer must be alone: while
+    // another holds `.retire.lock`, it waits in flock(2) on it, and the old lockfile
+    // stays where it is until that one lets go.
+    if !require_root("retirers_take_turns_on_the_lock_dirs_retire_lock") {
+        return;
+    }
+    let sb = reachable_sandbox();
+    fs::create_dir_all(sb.lock_dir()).unwrap();
+    fs::write(sb.lockfile(D), "").unwrap();
+    fs::set_permissions(sb.lockfile(D), fs::Permissions::from_mode(0o644)).unwrap();
+    let old = fs::metadata(sb.lockfile(D)).unwrap().ino();
+    let turn = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(sb.lock_dir().join(".retire.lock"))
+            .unwrap()
+    };
+    turn.lock().unwrap();
+    let mut run = sb.cmd("ccci-lock");
+    run.args([D, "--", "true"]);
+    let run = Background::spawn(run);
+    crate::support::wait_until_blocked_on(&sb.lock_dir().join(".retire.lock"));
+    assert_eq!(fs::metadata(sb.lockfile(D)).unwrap().ino(), old);
+    drop(turn);
+    let (status, lines) = run.finish();
+    assert!(status.success(), "{lines:?}");
+    assert_ne!(fs::metadata(sb.lockfile(D)).unwrap().ino(), old);
 }

@@ -10,7 +10,7 @@
 //! `flock(1)` run that dropped privileges looks like another user; another user behind a
 //! setuid program looks like root). So the first tool that opens it puts a fresh, locked
 //! 0600 lockfile under the name in one step ([`retire`]) and holds that; the old inode is
-//! unlinked under a name no tool takes for a lockfile, and whatever holds it — another
+//! unlinked under a name no tool takes for a lockfile (`.retiring.<pid>`), and whatever holds it — another
 //! user, or a run of an older build still in flight — holds nothing anybody asks about
 //! (`proclocks` passes over such an inode too, see [`is_loose`]). Upgrade while no run of
 //! an older build is in flight: its lock is not honoured.
@@ -18,7 +18,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use nix::libc;
@@ -34,47 +34,68 @@ pub fn is_loose(meta: &fs::Metadata) -> bool {
 
 /// Put a fresh 0600 lockfile, locked by us, under `path` in place of `loose` (open on the
 /// inode the path named), atomically: the two names are exchanged
-/// (`renameat2(RENAME_EXCHANGE)`), so the path never lacks a lockfile. If the old name
-/// then holds `loose`, it is unlinked and the fresh file, held, is returned. If someone
-/// put another file there first, it is swapped back untouched (`None`): start over. Who
+/// (`renameat2(RENAME_EXCHANGE)`), so the path never lacks a lockfile; the old inode, now
+/// under the temporary name, is unlinked; the fresh file, held, is returned. `None` when
+/// the path no longer names `loose` (someone retired it first): start over.
+///
+/// Retirers take turns on [`RETIRE_LOCK`] beside the lockfile (0600, so no one else can
+/// hold it): between the look at the path and the exchange nobody else may retire it, or
+/// two retirers could trade a live lockfile away. Nothing else renames a lockfile, and a
+/// loose one is never held by a tool of this build, so none unlinks it meanwhile. Who
 /// opened the path meanwhile opened our fresh file and blocks on it until we are done;
-/// they start over as after a janitor's unlink.
+/// they find it held, as any waiter does.
 pub fn retire(path: &Path, loose: &File) -> io::Result<Option<File>> {
     let loose = loose.metadata()?;
-    let temp = temp_name(path);
-    let fresh = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(MODE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&temp)?;
-    fresh.set_permissions(fs::Permissions::from_mode(MODE))?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let turn = open_private(&dir.join(RETIRE_LOCK), false)?;
+    // Only tools of ours hold it, for the length of one exchange.
+    turn.lock()?;
+    let named = fs::symlink_metadata(path);
+    if !named.is_ok_and(|m| m.dev() == loose.dev() && m.ino() == loose.ino()) {
+        return Ok(None);
+    }
+    let temp = dir.join(format!(".retiring.{}", std::process::id()));
+    // Left by a retirer that died here with our pid: nothing of anyone's now.
+    let _ = fs::remove_file(&temp);
+    let fresh = open_private(&temp, true)?;
     // Nobody else knows the name yet: this cannot block.
     fresh.lock()?;
-    let exchange = |a: &Path, b: &Path| {
-        renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(io::Error::from)
-    };
-    if let Err(e) = exchange(&temp, path) {
+    if let Err(e) = renameat2(
+        AT_FDCWD,
+        &temp,
+        AT_FDCWD,
+        path,
+        RenameFlags::RENAME_EXCHANGE,
+    ) {
         let _ = fs::remove_file(&temp);
-        return Err(e);
+        return Err(e.into());
     }
-    let swapped_out = fs::symlink_metadata(&temp)?;
-    if swapped_out.dev() == loose.dev() && swapped_out.ino() == loose.ino() {
-        fs::remove_file(&temp)?;
-        return Ok(Some(fresh));
-    }
-    exchange(&temp, path)?;
     fs::remove_file(&temp)?;
-    Ok(None)
+    Ok(Some(fresh))
 }
 
-/// `.cc-ci-app-D.lock.<pid>.retiring`: beside the lockfile, never taken for one
-/// (`LockDir::domains` and `proclocks` want `cc-ci-app-<domain>.lock`).
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    dir.join(format!(".{name}.{}.retiring", std::process::id()))
+/// Where retirers of the lockfiles of one directory take turns (never a lockfile name).
+pub const RETIRE_LOCK: &str = ".retire.lock";
+
+/// Open (creating it 0600 if absent; `new`: it must not exist) a file of ours, not
+/// through a symlink.
+fn open_private(path: &Path, new: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(!new)
+        .create_new(new)
+        .mode(MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || is_loose(&meta) {
+        return Err(io::Error::other(format!(
+            "{} is not a private file of ours",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -107,10 +128,18 @@ mod tests {
             File::open(&path).unwrap().try_lock(),
             Err(fs::TryLockError::WouldBlock)
         ));
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
-        // Someone replaced it first: what is there now is swapped back, untouched.
+        let names = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(tmp.path()), [RETIRE_LOCK, "cc-ci-app-a.lock"]);
+        // Retired already: what is there now is left alone.
         assert!(retire(&path, &old).unwrap().is_none());
         assert_eq!(fs::metadata(&path).unwrap().ino(), now.ino());
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+        assert_eq!(names(tmp.path()), [RETIRE_LOCK, "cc-ci-app-a.lock"]);
     }
 }
