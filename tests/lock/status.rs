@@ -126,3 +126,36 @@ fn status_with_a_missing_lock_dir_says_so_and_creates_nothing() {
         .stderr(predicate::str::contains("CCCI_APP_LOCK_DIR"));
     assert!(!exists(&sb.lock_dir()));
 }
+
+#[test]
+fn status_says_held_for_a_run_holding_a_lockfile_removed_by_hand() {
+    // A run that starts on D would wait for it (step 6): --status must not say free.
+    let sb = Sandbox::new();
+    let go = sb.fifo("go");
+    let holder = hold(&sb, D, &[], &format!("read x < '{}'", go.path.display()));
+    fs::remove_file(sb.lockfile(D)).unwrap();
+    // Named, it is held (exit 1), and who holds it is said.
+    sb.assert("ccci-lock")
+        .args(["--status", D])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(format!(
+            "held by pid {} (sh) through a lockfile that was removed by hand",
+            holder.pid()
+        )));
+    // Listed with the others, though no lockfile names it; and still nothing created.
+    let out = sb
+        .assert("ccci-lock")
+        .args(["--status", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["locks"][0]["domain"], D, "{doc}");
+    assert_eq!(doc["locks"][0]["state"], "held", "{doc}");
+    assert!(list(&sb.lock_dir()).is_empty());
+    go.release();
+    assert!(holder.finish().0.success());
+}

@@ -13,6 +13,7 @@ use crate::applock::{self, LockError, Probe};
 use crate::domain::Domain;
 use crate::holder::Holder;
 use crate::lockdir::LockDir;
+use crate::proclocks::{LockTable, OpenBy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,8 +46,55 @@ pub struct StatusReport {
     pub locks: Vec<LockReport>,
 }
 
-/// Probe one domain's lock.
-pub fn probe(dir: &LockDir, domain: &Domain) -> LockReport {
+/// Who holds which domain through a lockfile removed by hand (read once for all the
+/// domains of a report), or why that cannot be told.
+type Unlinked = Result<Vec<(Domain, OpenBy)>, String>;
+
+/// Probe one domain's lock: its lockfile, then — when that is free or absent — whether a
+/// run holds the domain through one removed by hand (a run that starts now would wait for
+/// it: `--status` says so too).
+fn probe(dir: &LockDir, domain: &Domain, unlinked: &Unlinked) -> LockReport {
+    let mut report = probe_lockfile(dir, domain);
+    if report.state != LockState::Free {
+        return report;
+    }
+    match unlinked {
+        Err(why) => {
+            report.state = LockState::Refused;
+            report.problem = Some(format!(
+                "cannot tell whether a run holds it through a lockfile removed by hand: {why}"
+            ));
+        }
+        Ok(unlinked) => {
+            let holders: Vec<&OpenBy> = unlinked
+                .iter()
+                .filter(|(d, _)| d == domain)
+                .map(|(_, h)| h)
+                .collect();
+            if let Some(first) = holders.first() {
+                report.state = LockState::Held;
+                report.holder = Some(Holder {
+                    version: 1,
+                    pid: Some(first.pid),
+                    ..Holder::default()
+                });
+                report.holder_alive = Some(true);
+                let who: Vec<String> = holders
+                    .iter()
+                    .map(|h| format!("pid {} ({})", h.pid, crate::holder::plain(&h.comm)))
+                    .collect();
+                report.problem = Some(format!(
+                    "held by {} through a lockfile that was removed by hand",
+                    who.join(", ")
+                ));
+            }
+        }
+    }
+    report
+}
+
+/// Probe one domain's lockfile.
+fn probe_lockfile(dir: &LockDir, domain: &Domain) -> LockReport {
     let path = dir.lockfile(domain);
     let mut report = LockReport {
         domain: domain.to_string(),
@@ -89,9 +137,17 @@ pub fn probe(dir: &LockDir, domain: &Domain) -> LockReport {
 
 /// Probe the named domains, or every lockfile in the directory when none is named.
 pub fn status(dir: &LockDir, domains: &[Domain]) -> std::io::Result<StatusReport> {
+    let unlinked: Unlinked = LockTable::load()
+        .and_then(|t| dir.held_unlinked(&t))
+        .map_err(|e| e.to_string());
     let listed;
     let domains = if domains.is_empty() && dir.check_existing().unwrap_or(false) {
-        listed = dir.domains()?;
+        let mut all = dir.domains()?;
+        // Held through a removed lockfile: no file lists it, but it is held.
+        all.extend(unlinked.iter().flatten().map(|(d, _)| d.clone()));
+        all.sort();
+        all.dedup();
+        listed = all;
         &listed
     } else {
         domains
@@ -99,7 +155,7 @@ pub fn status(dir: &LockDir, domains: &[Domain]) -> std::io::Result<StatusReport
     Ok(StatusReport {
         version: 1,
         lock_dir: dir.path().display().to_string(),
-        locks: domains.iter().map(|d| probe(dir, d)).collect(),
+        locks: domains.iter().map(|d| probe(dir, d, &unlinked)).collect(),
     })
 }
 
