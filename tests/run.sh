@@ -17,6 +17,7 @@ need flock util-linux     # interop tests run flock(1) against ccci-lock
 need stat coreutils
 need groff groff-base    # ccci-gen's tests render the man pages
 need zsh zsh             # ... and complete in a real zsh
+need mkfs.btrfs btrfs-progs  # a lock dir on btrfs (devices differ from the lock table's)
 need python3 python3     # a guard test launches the guard from a Python thread
 
 # The swarm tests need a local dockerd in swarm mode and the test image. As root this

@@ -1,6 +1,7 @@
 //! ccci-lock end to end (../shared/spec/lock.md, "What the tests must show").
 
 mod adversary;
+mod btrfs;
 mod contention;
 mod owner;
 mod race;

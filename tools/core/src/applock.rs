@@ -411,11 +411,11 @@ pub fn inherited(dir: &LockDir, domain: &Domain) -> io::Result<Option<RawFd>> {
     let Ok(named) = fs::symlink_metadata(dir.lockfile(domain)) else {
         return Ok(None);
     };
-    Ok(locked.into_iter().find_map(|(fd, (dev, ino))| {
-        let same = named.ino() == ino
-            && nix::sys::stat::major(named.dev()) == nix::sys::stat::major(dev)
-            && nix::sys::stat::minor(named.dev()) == nix::sys::stat::minor(dev);
-        same.then_some(fd)
+    // Compared through `fstat` of the descriptor, in `stat`'s own terms: the device the
+    // lock table (and fdinfo) names is not always `st_dev` (btrfs subvolumes).
+    Ok(locked.into_iter().find_map(|(fd, _)| {
+        let held = fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
+        (held.dev() == named.dev() && held.ino() == named.ino()).then_some(fd)
     }))
 }
 

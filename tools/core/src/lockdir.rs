@@ -51,12 +51,18 @@ impl LockDir {
 
     /// Make sure the directory exists (mode 0755) and is safe to put lockfiles in.
     pub fn ensure(&self) -> Result<(), SharedDirError> {
-        self.dir.ensure()
+        self.dir.ensure()?;
+        crate::proclocks::learn_device(self.path());
+        Ok(())
     }
 
     /// Check an existing directory without creating anything; `Ok(false)` when absent.
     pub fn check_existing(&self) -> Result<bool, SharedDirError> {
-        self.dir.check_existing()
+        let exists = self.dir.check_existing()?;
+        if exists {
+            crate::proclocks::learn_device(self.path());
+        }
+        Ok(exists)
     }
 
     /// The lockfile of `domain`: `<dir>/cc-ci-app-<domain>.lock`.

@@ -77,7 +77,8 @@ impl LockTable {
     /// never someone to wait for.
     pub fn without_our_own(mut self) -> io::Result<LockTable> {
         for (_, (dev, ino)) in our_exclusive_flocks()? {
-            self.holders.remove(&(dev_key(dev), ino));
+            // Already as the table names it (from fdinfo): no translation.
+            self.holders.remove(&(table_key(dev), ino));
         }
         Ok(self)
     }
@@ -121,6 +122,7 @@ impl LockTable {
     }
 
     fn scan(&self, dir: &Path, trace: bool) -> io::Result<Scan> {
+        learn_device(dir);
         let mut scan = Scan::default();
         let meta = match fs::metadata(dir) {
             Ok(meta) => meta,
@@ -206,13 +208,53 @@ pub struct Untraced {
     pub pids: Vec<i32>,
 }
 
-/// `/proc/locks` names a device as `major:minor` in hex.
+/// `/proc/locks` names a device as `major:minor` in hex — the filesystem's own device,
+/// which is not always the `st_dev` that `stat` gives: btrfs gives each subvolume a
+/// device of its own. So a device [`learn_device`] found to differ is translated.
 fn dev_key(dev: u64) -> String {
+    let dev = DEVICES
+        .lock()
+        .ok()
+        .and_then(|known| known.as_ref()?.get(&dev).copied())
+        .unwrap_or(dev);
+    table_key(dev)
+}
+
+/// A device as the lock table writes it.
+fn table_key(dev: u64) -> String {
     format!(
         "{:02x}:{:02x}",
         nix::sys::stat::major(dev),
         nix::sys::stat::minor(dev)
     )
+}
+
+/// `stat`'s device → the lock table's, where they differ (see [`learn_device`]).
+static DEVICES: std::sync::Mutex<Option<HashMap<u64, u64>>> = std::sync::Mutex::new(None);
+
+/// Learn how the kernel's lock table names the filesystem `dir` is on: take a shared
+/// flock on the directory itself for an instant and read, in our own fdinfo, the device
+/// the kernel gives it. Call it for the lock dir and the runs dir before asking the table
+/// about files in them. Nothing is learnt (nothing to translate) when it cannot be told.
+pub fn learn_device(dir: &Path) {
+    let Ok(file) = fs::File::open(dir) else {
+        return;
+    };
+    let (Ok(meta), Ok(())) = (file.metadata(), file.try_lock_shared()) else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()));
+    let Some((table_dev, _)) = info.ok().and_then(|i| any_flock_in_fdinfo(&i)) else {
+        return;
+    };
+    if table_dev != meta.dev()
+        && let Ok(mut known) = DEVICES.lock()
+    {
+        known
+            .get_or_insert_with(HashMap::new)
+            .insert(meta.dev(), table_dev);
+    }
 }
 
 /// A lock dir, by identity and by the path the kernel would show for it.

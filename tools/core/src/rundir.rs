@@ -59,7 +59,10 @@ impl RunsDir {
     }
 
     pub fn ensure(&self) -> Result<(), SharedDirError> {
-        self.dir.ensure()
+        self.dir.ensure()?;
+        // How the lock table names this filesystem, to tell gc's holds from a run's.
+        crate::proclocks::learn_device(self.path());
+        Ok(())
     }
 
     pub fn check_existing(&self) -> Result<bool, SharedDirError> {
