@@ -57,7 +57,7 @@ pub(crate) enum Cmd {
         /// Pass this argument to `abra app deploy` verbatim (repeatable)
         #[arg(long = "abra-arg", value_name = "ARG", allow_hyphen_values = true)]
         abra_args: Vec<String>,
-        /// How long to wait for convergence
+        /// How long all of it may take: abra, docker (a hung call is killed), convergence
         #[arg(long, value_name = "DUR", default_value = "25m", value_parser = duration_arg)]
         timeout: Duration,
     },
@@ -67,7 +67,8 @@ pub(crate) enum Cmd {
         /// The abra server (the .env is removed from every server dir)
         #[arg(long, default_value = "default", value_parser = deploy::parse_server)]
         server: String,
-        /// How long to wait for containers to go and volumes to come free
+        /// How long all of it may take (a hung docker call is killed), the wait for
+        /// containers to go and volumes to come free included
         #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_arg)]
         timeout: Duration,
         /// Do not list everything again afterwards

@@ -6,9 +6,12 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounded::{self, Bound, RunError};
 use crate::domain::Domain;
 use crate::env::{EnvVars, non_empty};
 use crate::timefmt;
@@ -165,11 +168,19 @@ pub enum AbraError {
         status: String,
         tail: String,
     },
+    /// Hung, and killed when its bound ran out (or not started: no time was left).
+    #[error("`{command}` {reason}; its last lines:\n{tail}")]
+    Unfinished {
+        command: String,
+        reason: RunError,
+        tail: String,
+    },
 }
 
 /// abra, as named by `CCCI_ABRA` (else `abra` on `PATH`).
 pub struct Abra {
     program: OsString,
+    bound: Bound,
 }
 
 /// How many of abra's last lines a failure quotes.
@@ -179,6 +190,15 @@ impl Abra {
     pub fn from_env() -> Abra {
         Abra {
             program: non_empty(EnvVars::CCCI_ABRA).unwrap_or_else(|| "abra".into()),
+            bound: Bound::default(),
+        }
+    }
+
+    /// The same abra, every call ending by `deadline` ([`crate::bounded`]).
+    pub fn until(self, deadline: Instant) -> Abra {
+        Abra {
+            bound: Bound::Until(deadline),
+            ..self
         }
     }
 
@@ -207,38 +227,53 @@ impl Abra {
 
     /// Run `abra args...`, passing its output through to our stderr line by line as it
     /// comes (an operator watches a deploy live), keeping the last lines for the error.
+    /// Killed when its bound runs out.
     pub fn run(&self, args: &[String]) -> Result<(), AbraError> {
         let command = format!("{} {}", self.program.to_string_lossy(), args.join(" "));
-        let (reader, writer) = io::pipe().map_err(|e| AbraError::Unavailable {
+        let unavailable = |reason: String| AbraError::Unavailable {
             command: command.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut child = Command::new(&self.program)
-            .args(args)
+            reason,
+        };
+        let (reader, writer) = io::pipe().map_err(|e| unavailable(e.to_string()))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(args)
             .stdin(Stdio::null())
-            .stdout(writer.try_clone().map_err(|e| AbraError::Unavailable {
-                command: command.clone(),
-                reason: e.to_string(),
-            })?)
-            .stderr(writer)
-            .spawn()
-            .map_err(|e| AbraError::Unavailable {
-                command: command.clone(),
-                reason: e.to_string(),
+            .stdout(writer.try_clone().map_err(|e| unavailable(e.to_string()))?)
+            .stderr(writer);
+        let tail = Arc::new(Mutex::new(std::collections::VecDeque::with_capacity(TAIL)));
+        let lines = Arc::clone(&tail);
+        let ended = bounded::spawn(cmd, self.bound).and_then(|mut running| {
+            running.read(Some(reader), move |reader| {
+                for line in BufReader::new(reader).lines() {
+                    let Ok(line) = line else { break };
+                    crate::cli::say_line(&format!("  abra: {line}"));
+                    let mut tail = lines.lock().unwrap_or_else(|e| e.into_inner());
+                    if tail.len() == TAIL {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
             })?;
-        let mut tail = std::collections::VecDeque::with_capacity(TAIL);
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            crate::cli::say_line(&format!("  abra: {line}"));
-            if tail.len() == TAIL {
-                tail.pop_front();
+            running.wait()
+        });
+        let tail = tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|l| format!("  > {l}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let status = match ended {
+            Ok(status) => status,
+            Err(RunError::Start(e)) => return Err(unavailable(e.to_string())),
+            Err(reason) => {
+                return Err(AbraError::Unfinished {
+                    command,
+                    reason,
+                    tail,
+                });
             }
-            tail.push_back(line);
-        }
-        let status = child.wait().map_err(|e| AbraError::Unavailable {
-            command: command.clone(),
-            reason: e.to_string(),
-        })?;
+        };
         if status.success() {
             return Ok(());
         }
@@ -252,11 +287,7 @@ impl Abra {
                 (None, Some(sig)) => format!("signal {sig}"),
                 _ => status.to_string(),
             },
-            tail: tail
-                .iter()
-                .map(|l| format!("  > {l}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            tail,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! other.
 
 pub mod applock;
+pub mod bounded;
 pub mod child;
 pub mod cli;
 pub mod convergence;
