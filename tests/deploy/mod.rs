@@ -385,3 +385,80 @@ fn bad_set_server_and_version_values_are_usage_errors() {
         );
     }
 }
+
+/// Run `script` through the chain with the hanging stand-in as `CCCI_DOCKER` (or, with
+/// `abra`, as `CCCI_ABRA`), hanging on calls matching `pattern`; its status and lines.
+fn with_a_hung(
+    app: &App,
+    run: &str,
+    domain: &str,
+    script: &str,
+    abra: bool,
+    pattern: &str,
+) -> (std::process::ExitStatus, Vec<String>) {
+    let mut cmd = app.chain(run, domain, script);
+    let (var, real) = if abra {
+        ("CCCI_ABRA", swarm::abra())
+    } else {
+        ("CCCI_DOCKER", "docker".into())
+    };
+    cmd.env(var, swarm::hang())
+        .env("HANG_REAL", real)
+        .env("HANG_MARK", app.sb.path(&format!("hang-{run}.mark")))
+        .env("HANG_ON", pattern);
+    // Generous: the bound is the tool's --timeout; past it by far is a hang.
+    crate::support::Background::spawn(cmd).finish_within(Duration::from_secs(90))
+}
+
+#[test]
+fn a_hung_docker_or_abra_ends_up_and_down_by_their_timeout_naming_the_command() {
+    // Issue 17: a `docker service ls` that hangs made `--timeout` meaningless.
+    if !swarm::available(
+        "a_hung_docker_or_abra_ends_up_and_down_by_their_timeout_naming_the_command",
+    ) {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("t10");
+    let cases = [
+        // The teardown's first listing.
+        (
+            "10a",
+            format!("\"$DEPLOY\" down {d} --timeout 5s"),
+            false,
+            "service ls*",
+            "service ls",
+        ),
+        // abra deploying.
+        (
+            "10b",
+            format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 10s"),
+            true,
+            "app deploy *",
+            &format!("app deploy {d} --no-input"),
+        ),
+        // The first convergence poll, after a real deploy.
+        (
+            "10c",
+            format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 15s"),
+            false,
+            "service ls*",
+            "service ls",
+        ),
+    ];
+    for (run, script, abra, pattern, command) in cases {
+        let (status, lines) = with_a_hung(&app, run, &d, &script, abra, pattern);
+        assert_eq!(status.code(), Some(1), "{run}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("ccci-deploy: `")
+                && l.contains(command)
+                && l.contains("` did not finish within ")
+                && l.contains("— killed")),
+            "{run}: {lines:?}"
+        );
+        let mark = app.sb.read(&format!("hang-{run}.mark"));
+        for pid in mark.lines().flat_map(|l| l.split_whitespace().skip(1)) {
+            assert!(!swarm::running(pid), "{run}: {pid} ({mark:?}) still runs");
+        }
+    }
+}
