@@ -196,4 +196,18 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn a_hung_docker_is_killed_and_named() {
+        let docker = Docker {
+            program: "sh".into(),
+            bound: Bound::Each(std::time::Duration::from_secs(1)),
+        };
+        let err = docker.run(&["-c", "sleep 100"]).unwrap_err();
+        assert!(!err.is_unavailable(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "`sh -c sleep 100` did not finish within 1s — killed"
+        );
+    }
 }
