@@ -13,7 +13,8 @@ const AFTER_HELP: &str = "\
 EXIT STATUS:
   0   done
   1   done, but something failed: abra failed, the stack did not converge in time,
-      teardown left something behind, a count check failed
+      teardown left something behind, a count check failed, a docker or abra call
+      did not finish within --timeout (it was killed)
   2   usage error, invalid domain
   69  docker unreachable, or abra not found
   78  the pipeline is wired wrong: up/down not under 'ccci-lock DOMAIN', or up outside

@@ -22,7 +22,8 @@ WHAT IT DOES:
 
 EXIT STATUS:
   0   nothing failed
-  1   a reap failed (the other domains were still done)
+  1   a reap failed, or a docker call hung and was killed (the other domains were
+      still done; a failed one keeps its lockfile for the next pass)
   2   usage error (a bad regex or duration)
   69  docker is unreachable: nothing was touched
 
