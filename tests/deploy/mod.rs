@@ -388,28 +388,18 @@ fn bad_set_server_and_version_values_are_usage_errors() {
     }
 }
 
-/// Run `script` through the chain with the hanging stand-in as `CCCI_DOCKER` (or, with
-/// `abra`, as `CCCI_ABRA`), hanging on calls matching `pattern`; its status and lines.
-fn with_a_hung(
-    app: &App,
-    run: &str,
-    domain: &str,
-    script: &str,
+/// A docker or abra call that hangs, and what it must do to `ccci-deploy`.
+struct Hang<'a> {
+    run: &'a str,
+    domain: &'a str,
+    script: String,
+    /// The stand-in is abra (else docker).
     abra: bool,
-    pattern: &str,
-) -> (std::process::ExitStatus, Vec<String>) {
-    let mut cmd = app.chain(run, domain, script);
-    let (var, real) = if abra {
-        ("CCCI_ABRA", swarm::abra())
-    } else {
-        ("CCCI_DOCKER", "docker".into())
-    };
-    cmd.env(var, swarm::hang())
-        .env("HANG_REAL", real)
-        .env("HANG_MARK", app.sb.path(&format!("hang-{run}.mark")))
-        .env("HANG_ON", pattern);
-    // Generous: the bound is the tool's --timeout; past it by far is a hang.
-    crate::support::Background::spawn(cmd).finish_within(Duration::from_secs(90))
+    /// `HANG_ON` and `HANG_AFTER` of `tests/fixtures/hang`.
+    on: &'a str,
+    after: u32,
+    /// What the error must name.
+    command: String,
 }
 
 #[test]
@@ -421,45 +411,70 @@ fn a_hung_docker_or_abra_ends_up_and_down_by_their_timeout_naming_the_command() 
         return;
     }
     let mut app = App::new();
-    let d = app.domain("t10");
+    let (a, b, c) = (app.domain("t10a"), app.domain("t10b"), app.domain("t10c"));
     let cases = [
         // The teardown's first listing.
-        (
-            "10a",
-            format!("\"$DEPLOY\" down {d} --timeout 5s"),
-            false,
-            "service ls*",
-            "service ls",
-        ),
+        Hang {
+            run: "10a",
+            domain: &a,
+            script: format!("\"$DEPLOY\" down {a} --timeout 5s"),
+            abra: false,
+            on: "service ls*",
+            after: 0,
+            command: "service ls --format {{json .}}`".into(),
+        },
         // abra deploying.
-        (
-            "10b",
-            format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 10s"),
-            true,
-            "app deploy *",
-            &format!("app deploy {d} --no-input"),
-        ),
-        // The first convergence poll, after a real deploy.
-        (
-            "10c",
-            format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 15s"),
-            false,
-            "service ls*",
-            "service ls",
-        ),
+        Hang {
+            run: "10b",
+            domain: &b,
+            script: format!("\"$DEPLOY\" up {b} --recipe two-services --timeout 10s"),
+            abra: true,
+            on: "app deploy *",
+            after: 0,
+            command: format!("app deploy {b} --no-input`"),
+        },
+        // The second convergence poll, after a real deploy and a first poll.
+        Hang {
+            run: "10c",
+            domain: &c,
+            script: format!("\"$DEPLOY\" up {c} --recipe two-services --timeout 15s"),
+            abra: false,
+            on: "service ls*",
+            after: 1,
+            command: format!(
+                "service ls --filter label=com.docker.stack.namespace={}",
+                c.replace('.', "_")
+            ),
+        },
     ];
-    for (run, script, abra, pattern, command) in cases {
-        let (status, lines) = with_a_hung(&app, run, &d, &script, abra, pattern);
+    for case in cases {
+        let mut cmd = app.chain(case.run, case.domain, &case.script);
+        let (var, real) = if case.abra {
+            ("CCCI_ABRA", swarm::abra())
+        } else {
+            ("CCCI_DOCKER", "docker".into())
+        };
+        let mark = app.sb.path(&format!("hang-{}.mark", case.run));
+        cmd.env(var, swarm::hang())
+            .env("HANG_REAL", real)
+            .env("HANG_MARK", &mark)
+            .env("HANG_ON", case.on)
+            .env("HANG_AFTER", case.after.to_string());
+        // Generous: the bound is the tool's --timeout; far past it is a hang.
+        let (status, lines) =
+            crate::support::Background::spawn(cmd).finish_within(Duration::from_secs(90));
+        let run = case.run;
         assert_eq!(status.code(), Some(1), "{run}: {lines:?}");
         assert!(
             lines.iter().any(|l| l.starts_with("ccci-deploy: `")
-                && l.contains(command)
-                && l.contains("` did not finish within ")
+                && l.contains(&case.command)
+                && l.contains(" did not finish within ")
                 && l.contains("— killed")),
             "{run}: {lines:?}"
         );
-        let mark = app.sb.read(&format!("hang-{run}.mark"));
-        for pid in mark.lines().flat_map(|l| l.split_whitespace().skip(1)) {
+        let mark = std::fs::read_to_string(&mark).unwrap_or_default();
+        assert!(mark.starts_with("hung "), "{run}: {mark:?}");
+        for pid in mark.split_whitespace().skip(1) {
             assert!(!swarm::running(pid), "{run}: {pid} ({mark:?}) still runs");
         }
     }
