@@ -625,3 +625,34 @@ fn a_hung_docker_call_is_killed_and_the_janitor_lets_go_of_the_domain_at_once() 
         [format!("secret {}", secret(&hung))]
     );
 }
+
+#[test]
+fn a_docker_listing_that_hangs_ends_the_pass_within_its_bound_touching_nothing() {
+    // Outside a reap, each call gets a minute, or --timeout when that is shorter.
+    if !swarm::available(
+        "a_docker_listing_that_hangs_ends_the_pass_within_its_bound_touching_nothing",
+    ) {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("j15");
+    fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+    let mut cmd = app.janitor(&only(&[&d]), &["--timeout", "5s"]);
+    cmd.env("CCCI_DOCKER", swarm::hang())
+        .env("HANG_REAL", "docker")
+        .env("HANG_MARK", app.sb.path("hang.mark"))
+        .env("HANG_ON", "secret ls*");
+    let (status, lines) = Background::spawn(cmd).finish_within(std::time::Duration::from_secs(40));
+    assert_eq!(status.code(), Some(1), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("ccci-janitor: `")
+            && l.contains(" secret ls --format ")
+            && l.ends_with("` did not finish within 5s — killed")),
+        "{lines:?}"
+    );
+    assert!(app.env_file(&d).exists(), "touched after a failed listing");
+    assert!(
+        !app.sb.lockfile(&d).exists(),
+        "probed after a failed listing"
+    );
+}
