@@ -86,13 +86,6 @@ pub enum RunError {
     NoTime,
 }
 
-impl RunError {
-    /// Whether the command was not started at all (the program is missing).
-    pub fn is_start(&self) -> bool {
-        matches!(self, RunError::Start(_))
-    }
-}
-
 /// A command running in its own process group, and the threads reading its pipes.
 pub struct Running {
     child: Child,
@@ -206,21 +199,51 @@ impl Running {
         self.child.wait().map_err(RunError::Start)
     }
 
-    /// SIGKILL the process group, and reap the command once it is gone.
+    /// SIGKILL the process group, reap the command, and wait until nothing of the group
+    /// runs any more: a signal is delivered at once, but a process dies when it is next
+    /// scheduled, and what we report as killed must be gone.
     fn kill(&mut self) {
         crate::child::signal_group(self.pgid, Signal::SIGKILL);
-        // Once dead, the command is reaped here; one that cannot die (uninterruptible
-        // sleep) stays a child of ours rather than blocking us.
+        // One that cannot die (uninterruptible sleep) stays behind rather than block us.
         let end = Instant::now() + REAP_AFTER_KILL;
         let mut pause = Duration::from_millis(1);
+        let mut reaped = false;
         while Instant::now() < end {
-            if !matches!(self.child.try_wait(), Ok(None)) {
+            reaped = reaped || !matches!(self.child.try_wait(), Ok(None));
+            if reaped && !group_runs(self.pgid) {
                 return;
             }
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
+}
+
+/// Whether a live process (not a zombie) is in process group `pgid`. Its members that
+/// outlive the command are no children of ours (they go to init or a subreaper), so
+/// only `/proc` can tell. Read only after a kill, never on the common path.
+fn group_runs(pgid: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let pgid = pgid.as_raw().to_string();
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold anything, up to the last `)`.
+        let mut fields = stat
+            .rsplit_once(") ")
+            .map(|(_, f)| f)
+            .unwrap_or("")
+            .split(' ');
+        let state = fields.next();
+        fields.nth(1) == Some(pgid.as_str()) && !matches!(state, Some("Z" | "X"))
+    })
 }
 
 /// A reader that appends everything read to `into`.
