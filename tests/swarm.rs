@@ -38,6 +38,36 @@ pub fn abra() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/abra")
 }
 
+/// The fault-injecting stand-in for docker or abra (`CCCI_DOCKER`/`CCCI_ABRA`): passes
+/// through to `$HANG_REAL`, but hangs or waits at a gate on the calls it is told to.
+pub fn hang() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hang")
+}
+
+/// Wait until the file `path` has a line containing `needle`; returns that line.
+pub fn wait_for_line(path: &std::path::Path, needle: &str, limit: Duration) -> String {
+    let end = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < end,
+            "no line with {needle:?} in {} within {limit:?}: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting for its reaper).
+pub fn running(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(") ").next().and_then(|s| s.split(' ').next());
+    !stat.is_empty() && state != Some("Z")
+}
+
 /// A run-app domain no other test uses: `<prefix>-<6 hex>.ci.example.org`.
 pub fn domain(prefix: &str) -> String {
     let mut bytes = [0u8; 3];

@@ -165,12 +165,14 @@ fn a_service_that_never_converges_is_named_near_the_timeout() {
     let mut app = App::new();
     let d = app.domain("t5");
     let start = Instant::now();
-    // Past 15 s, so the progress line shows too.
-    let script = format!("\"$DEPLOY\" up {d} --recipe never-converges --timeout 17s");
-    let out = output_within(app.chain("5", &d, &script));
+    // Past 15 s of convergence, so the progress line shows too (abra's steps before it
+    // count against --timeout as well).
+    let script = format!("\"$DEPLOY\" up {d} --recipe never-converges --timeout 20s");
+    let (status, lines) = crate::support::Background::spawn(app.chain("5", &d, &script))
+        .finish_within(Duration::from_secs(60));
     let took = start.elapsed();
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = lines.join("\n");
+    assert_eq!(status.code(), Some(1), "{err}");
     let progress = format!("== deploy: {d} converging — 0/1 services ready (broken 0/1), 15s ==");
     assert!(err.contains(&progress), "{err}");
     let gave_up = format!("== deploy: {d} did not converge in ");
@@ -181,7 +183,7 @@ fn a_service_that_never_converges_is_named_near_the_timeout() {
         err.contains("No such image"),
         "the failed task's error: {err}"
     );
-    assert!(took >= Duration::from_secs(17), "gave up early: {took:?}");
+    assert!(took >= Duration::from_secs(20), "gave up early: {took:?}");
     // Rejected tasks keep re-creating the stack's network for a moment after its
     // removal: teardown must still end with nothing left, and say so with 0.
     let out = output_within(app.chain("5", &d, &format!("\"$DEPLOY\" down {d}")));
@@ -553,5 +555,97 @@ fn bad_set_server_and_version_values_are_usage_errors() {
             "{args:?}: {}",
             text(&out.stderr)
         );
+    }
+}
+
+/// A docker or abra call that hangs, and what it must do to `ccci-deploy`.
+struct Hang<'a> {
+    run: &'a str,
+    domain: &'a str,
+    script: String,
+    /// The stand-in is abra (else docker).
+    abra: bool,
+    /// `HANG_ON` and `HANG_AFTER` of `tests/fixtures/hang`.
+    on: &'a str,
+    after: u32,
+    /// What the error must name.
+    command: String,
+}
+
+#[test]
+fn a_hung_docker_or_abra_ends_up_and_down_by_their_timeout_naming_the_command() {
+    // Issue 17: a `docker service ls` that hangs made `--timeout` meaningless.
+    if !swarm::available(
+        "a_hung_docker_or_abra_ends_up_and_down_by_their_timeout_naming_the_command",
+    ) {
+        return;
+    }
+    let mut app = App::new();
+    let (a, b, c) = (app.domain("t10a"), app.domain("t10b"), app.domain("t10c"));
+    let cases = [
+        // The teardown's first listing.
+        Hang {
+            run: "10a",
+            domain: &a,
+            script: format!("\"$DEPLOY\" down {a} --timeout 5s"),
+            abra: false,
+            on: "service ls*",
+            after: 0,
+            command: "service ls --format {{json .}}`".into(),
+        },
+        // abra deploying.
+        Hang {
+            run: "10b",
+            domain: &b,
+            script: format!("\"$DEPLOY\" up {b} --recipe two-services --timeout 10s"),
+            abra: true,
+            on: "app deploy *",
+            after: 0,
+            command: format!("app deploy {b} --no-input`"),
+        },
+        // The second convergence poll, after a real deploy and a first poll.
+        Hang {
+            run: "10c",
+            domain: &c,
+            script: format!("\"$DEPLOY\" up {c} --recipe two-services --timeout 15s"),
+            abra: false,
+            on: "service ls*",
+            after: 1,
+            command: format!(
+                "service ls --filter label=com.docker.stack.namespace={}",
+                c.replace('.', "_")
+            ),
+        },
+    ];
+    for case in cases {
+        let mut cmd = app.chain(case.run, case.domain, &case.script);
+        let (var, real) = if case.abra {
+            ("CCCI_ABRA", swarm::abra())
+        } else {
+            ("CCCI_DOCKER", "docker".into())
+        };
+        let mark = app.sb.path(&format!("hang-{}.mark", case.run));
+        cmd.env(var, swarm::hang())
+            .env("HANG_REAL", real)
+            .env("HANG_MARK", &mark)
+            .env("HANG_ON", case.on)
+            .env("HANG_AFTER", case.after.to_string());
+        // Generous: the bound is the tool's --timeout; far past it is a hang.
+        let (status, lines) =
+            crate::support::Background::spawn(cmd).finish_within(Duration::from_secs(90));
+        let run = case.run;
+        assert_eq!(status.code(), Some(1), "{run}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("ccci-deploy: `")
+                && l.contains(&case.command)
+                && l.contains(" did not finish within ")
+                && l.contains("— killed")),
+            "{run}: {lines:?}"
+        );
+        let mark = std::fs::read_to_string(&mark).unwrap_or_default();
+        assert!(mark.starts_with("hung "), "{run}: {mark:?}");
+        for pid in mark.split_whitespace().skip(1) {
+            assert!(!swarm::running(pid), "{run}: {pid} ({mark:?}) still runs");
+        }
     }
 }

@@ -13,7 +13,8 @@ const AFTER_HELP: &str = "\
 EXIT STATUS:
   0   done
   1   done, but something failed: abra failed, the stack did not converge in time,
-      teardown left something behind, a count check failed
+      teardown left something behind, a count check failed, a docker or abra call
+      did not finish within --timeout (it was killed)
   2   usage error, invalid domain
   69  docker unreachable, or abra not found
   78  the pipeline is wired wrong: up/down not under 'ccci-lock DOMAIN', or up outside
@@ -59,7 +60,7 @@ pub(crate) enum Cmd {
         /// Pass this argument to `abra app deploy` verbatim (repeatable)
         #[arg(long = "abra-arg", value_name = "ARG", allow_hyphen_values = true)]
         abra_args: Vec<String>,
-        /// How long to wait for convergence
+        /// How long all of it may take: abra, docker (a hung call is killed), convergence
         #[arg(long, value_name = "DUR", default_value = "25m", value_parser = duration_arg)]
         timeout: Duration,
         /// Converged only once every running task has run this long and no task failed
@@ -73,7 +74,8 @@ pub(crate) enum Cmd {
         /// The abra server (the .env is removed from every server dir)
         #[arg(long, default_value = "default", value_parser = deploy::parse_server)]
         server: String,
-        /// How long to wait for containers to go and volumes to come free
+        /// How long all of it may take (a hung docker call is killed), the wait for
+        /// containers to go and volumes to come free included
         #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_arg)]
         timeout: Duration,
         /// Do not list everything again afterwards

@@ -144,10 +144,13 @@ fn up(
             anyhow::anyhow!("CCCI_DEPLOY_COUNT_FILE is not set — run under 'ccci-rundir -- ...'"),
         ));
     };
-    let docker = Docker::from_env();
+    // --timeout bounds all of `up`: every docker and abra call ends with it (a hung one
+    // is killed), and convergence gets what is left.
+    let deadline = Instant::now() + wait.timeout;
+    let docker = Docker::from_env().until(deadline);
     docker.ping()?;
     let tree = abra_dir()?;
-    let abra = Abra::from_env().in_tree(&tree);
+    let abra = Abra::from_env().in_tree(&tree).until(deadline);
     abra.check()?;
     deploy::record_deploy(&count_file, domain)
         .with_context(|| format!("cannot count the deploy in {}", count_file.display()))?;
@@ -208,13 +211,8 @@ fn up(
             duration::format(p.elapsed)
         );
     };
-    match convergence::wait(
-        &docker,
-        &stack,
-        wait.timeout,
-        wait.stable_for,
-        &mut progress,
-    )? {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match convergence::wait(&docker, &stack, left, wait.stable_for, &mut progress)? {
         Outcome::Converged { services, after } => {
             say!(
                 "== deploy: {domain} converged in {} ({services} service{}) ==",
@@ -264,7 +262,8 @@ fn up(
 
 fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> {
     require_lock(domain)?;
-    let docker = Docker::from_env();
+    // Every docker call ends with --timeout: a hung one is killed.
+    let docker = Docker::from_env().until(Instant::now() + timeout);
     docker.ping()?;
     let servers = abra_dir()?.join("servers");
     let teardown = Teardown {

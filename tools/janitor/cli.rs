@@ -22,7 +22,8 @@ WHAT IT DOES:
 
 EXIT STATUS:
   0   nothing failed
-  1   a reap failed (the other domains were still done)
+  1   a reap failed, or a docker call hung and was killed (the other domains were
+      still done; a failed one keeps its lockfile for the next pass)
   2   usage error (a bad regex or duration)
   69  docker is unreachable: nothing was touched
 
@@ -61,7 +62,8 @@ pub(crate) struct Cli {
     /// Denylist, wins over the allowlist [env: CCCI_PROTECT_RE]
     #[arg(long, value_name = "RE")]
     pub(crate) protect_re: Option<String>,
-    /// Per reap: how long containers may take to go and volumes to come free
+    /// Per reap: how long it may take, its docker calls included (a hung one is killed);
+    /// also bounds each discovery call (at most 1m)
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_arg)]
     pub(crate) timeout: Duration,
 }

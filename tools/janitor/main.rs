@@ -5,6 +5,7 @@ mod cli;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use ccci_core::bounded::{self, Bound};
 use ccci_core::cli::{emit, parse_or_exit};
 use ccci_core::docker::{Docker, DockerError};
 use ccci_core::env::{EnvVars, canonical_abra_dir, non_empty};
@@ -44,8 +45,9 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
     let lock_dir = LockDir::resolve(cli.lock_dir);
     let abra_dir = canonical_abra_dir(cli.abra_dir).map_err(|e| (Exit::Usage, e))?;
     // Docker first: a janitor that cannot see the swarm touches nothing, not even the
-    // lock dir.
-    let docker = Docker::from_env();
+    // lock dir. Outside any reap, each call gets the default bound, or --timeout when
+    // that is shorter; each reap bounds its own by --timeout.
+    let docker = Docker::from_env().bounded(Bound::Each(cli.timeout.min(bounded::DEFAULT)));
     docker.ping().map_err(docker_failure)?;
     // A dry run creates nothing, not even the lock dir (after a reboot it is missing).
     let lock_dir_ok = if cli.dry_run {

@@ -6,9 +6,12 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounded::{self, Bound, RunError};
 use crate::domain::Domain;
 use crate::env::{EnvVars, non_empty};
 use crate::timefmt;
@@ -190,6 +193,13 @@ pub enum AbraError {
         status: String,
         tail: String,
     },
+    /// Hung, and killed when its bound ran out (or not started: no time was left).
+    #[error("`{command}` {reason}; its last lines:\n{tail}")]
+    Unfinished {
+        command: String,
+        reason: RunError,
+        tail: String,
+    },
 }
 
 /// abra, as named by `CCCI_ABRA` (else `abra` on `PATH`).
@@ -197,6 +207,7 @@ pub struct Abra {
     program: OsString,
     /// The tree abra is told to use (`ABRA_DIR`), when set.
     tree: Option<PathBuf>,
+    bound: Bound,
 }
 
 /// How many of abra's last lines a failure quotes.
@@ -207,6 +218,7 @@ impl Abra {
         Abra {
             program: non_empty(EnvVars::CCCI_ABRA).unwrap_or_else(|| "abra".into()),
             tree: None,
+            bound: Bound::default(),
         }
     }
 
@@ -214,6 +226,14 @@ impl Abra {
     pub fn in_tree(self, tree: &Path) -> Abra {
         Abra {
             tree: Some(tree.to_owned()),
+            ..self
+        }
+    }
+
+    /// The same abra, every call ending by `deadline` ([`crate::bounded`]).
+    pub fn until(self, deadline: Instant) -> Abra {
+        Abra {
+            bound: Bound::Until(deadline),
             ..self
         }
     }
@@ -243,45 +263,58 @@ impl Abra {
 
     /// Run `abra args...`, passing its output through to our stderr line by line as it
     /// comes (an operator watches a deploy live), keeping the last lines for the error.
+    /// Killed when its bound runs out.
     pub fn run(&self, args: &[String]) -> Result<(), AbraError> {
         let command = format!("{} {}", self.program.to_string_lossy(), args.join(" "));
-        let (reader, writer) = io::pipe().map_err(|e| AbraError::Unavailable {
+        let unavailable = |reason: String| AbraError::Unavailable {
             command: command.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut command_line = Command::new(&self.program);
+            reason,
+        };
+        let (reader, writer) = io::pipe().map_err(|e| unavailable(e.to_string()))?;
+        let mut cmd = Command::new(&self.program);
         if let Some(tree) = &self.tree {
-            command_line.env(EnvVars::ABRA_DIR, tree);
+            cmd.env(EnvVars::ABRA_DIR, tree);
         }
-        // The Command keeps the pipe's write ends until it is dropped: it must not live
-        // past the spawn, or the read below never sees end-of-file.
-        let spawned = command_line
-            .args(args)
+        // `cmd` holds the pipe's write ends until it is dropped: it goes into the spawn,
+        // so the read below sees end-of-file when abra is done.
+        cmd.args(args)
             .stdin(Stdio::null())
-            .stdout(writer.try_clone().map_err(|e| AbraError::Unavailable {
-                command: command.clone(),
-                reason: e.to_string(),
-            })?)
-            .stderr(writer)
-            .spawn();
-        drop(command_line);
-        let mut child = spawned.map_err(|e| AbraError::Unavailable {
-            command: command.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut tail = std::collections::VecDeque::with_capacity(TAIL);
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            crate::cli::say_line(&format!("  abra: {line}"));
-            if tail.len() == TAIL {
-                tail.pop_front();
+            .stdout(writer.try_clone().map_err(|e| unavailable(e.to_string()))?)
+            .stderr(writer);
+        let tail = Arc::new(Mutex::new(std::collections::VecDeque::with_capacity(TAIL)));
+        let lines = Arc::clone(&tail);
+        let ended = bounded::spawn(cmd, self.bound).and_then(|mut running| {
+            running.read(Some(reader), move |reader| {
+                for line in BufReader::new(reader).lines() {
+                    let Ok(line) = line else { break };
+                    crate::cli::say_line(&format!("  abra: {line}"));
+                    let mut tail = lines.lock().unwrap_or_else(|e| e.into_inner());
+                    if tail.len() == TAIL {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            })?;
+            running.wait()
+        });
+        let tail = tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|l| format!("  > {l}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let status = match ended {
+            Ok(status) => status,
+            Err(RunError::Start(e)) => return Err(unavailable(e.to_string())),
+            Err(reason) => {
+                return Err(AbraError::Unfinished {
+                    command,
+                    reason,
+                    tail,
+                });
             }
-            tail.push_back(line);
-        }
-        let status = child.wait().map_err(|e| AbraError::Unavailable {
-            command: command.clone(),
-            reason: e.to_string(),
-        })?;
+        };
         if status.success() {
             return Ok(());
         }
@@ -295,11 +328,7 @@ impl Abra {
                 (None, Some(sig)) => format!("signal {sig}"),
                 _ => status.to_string(),
             },
-            tail: tail
-                .iter()
-                .map(|l| format!("  > {l}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            tail,
         })
     }
 }

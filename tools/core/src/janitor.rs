@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use regex::Regex;
 
@@ -39,7 +39,9 @@ pub struct Janitor<'a> {
     pub protect_re: Regex,
     pub stale_after: Duration,
     pub dry_run: bool,
-    /// For each teardown: how long containers may take to go and volumes to come free.
+    /// For each reap: how long it may take, its docker calls included (a hung one is
+    /// killed when it runs out), and how long containers may take to go and volumes to
+    /// come free.
     pub timeout: Duration,
 }
 
@@ -236,8 +238,11 @@ impl Janitor<'_> {
             let me =
                 Holder::new_for_this_process(Some(domain.as_str()), None, "ccci-janitor", vec![]);
             let _ = lock.write_holder(&me);
+            // Every docker call of the reap ends with its `--timeout`: a hung one is
+            // killed, the domain is an error for the next pass, and the lock goes now.
+            let docker = self.docker.until(Instant::now() + self.timeout);
             let teardown = Teardown {
-                docker: self.docker,
+                docker: &docker,
                 domain,
                 servers_dir: servers.to_owned(),
                 known: known.clone(),

@@ -7,6 +7,7 @@
 
 pub mod applock;
 pub mod atomic;
+pub mod bounded;
 pub mod child;
 pub mod cli;
 pub mod convergence;

@@ -103,6 +103,13 @@ pub struct Teardown<'a> {
 
 impl Teardown<'_> {
     pub fn run(&self) -> Result<Removed, TeardownError> {
+        self.run_by(Instant::now() + self.timeout)
+    }
+
+    /// One teardown, its waits ending by `deadline`. (Its docker calls are bounded by
+    /// the caller's [`Docker`]: `ccci-deploy down` and the janitor bound them by the
+    /// same `--timeout`.)
+    fn run_by(&self, deadline: Instant) -> Result<Removed, TeardownError> {
         let stack = self.domain.stack_name();
         let inventory = Inventory::collect(self.docker)?;
         let known = self.known_after(&inventory);
@@ -118,7 +125,6 @@ impl Teardown<'_> {
             .configs
             .iter()
             .partition(|n| labelled(&inventory.configs, n));
-        let deadline = Instant::now() + self.timeout;
         let mut removed = Removed::default();
 
         // 1. What `docker stack rm` removes.
@@ -161,10 +167,11 @@ impl Teardown<'_> {
     /// Tear down, then list again until nothing is left, tearing down again while
     /// something is: docker's view settles late (a network the node re-creates while
     /// rejected tasks churn is listed for a moment after `network rm` succeeded). What is
-    /// still there when `timeout` runs out is the error.
+    /// still there when `timeout` runs out is the error. One deadline for it all: a
+    /// second teardown does not start the wait for containers and volumes over.
     pub fn run_verified(&self) -> Result<Removed, TeardownError> {
         let deadline = Instant::now() + self.timeout;
-        let mut removed = self.run()?;
+        let mut removed = self.run_by(deadline)?;
         let mut pause = Duration::from_millis(200);
         loop {
             let left = self.leftovers()?;
@@ -176,7 +183,7 @@ impl Teardown<'_> {
             }
             thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
             pause = (pause * 2).min(Duration::from_secs(2));
-            let again = self.run()?;
+            let again = self.run_by(deadline)?;
             removed = removed.plus(&again);
         }
     }
