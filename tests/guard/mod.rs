@@ -7,6 +7,7 @@
 
 #[cfg(target_env = "gnu")] // PTRACE_GET_SYSCALL_INFO
 mod orphaned;
+mod adversary;
 mod signals;
 mod status;
 mod teardown;
