@@ -261,3 +261,49 @@ fn f3_a_real_death_of_a_threaded_launcher_is_not_logged_as_living_on() {
         false_lines.len()
     );
 }
+
+#[test]
+fn f6_without_proc_the_guard_still_exits_and_nothing_survives() {
+    // No procfs (a chroot or sandbox without /proc): the walk finds nothing, the sweep
+    // sends nothing, and waitpid still shows a live child, so the guard polled forever and
+    // its command's status (5) was lost. It should refuse before starting (125) or end
+    // what it can and exit; never hang, never leave the sleep behind.
+    if !crate::support::require_root("a mount namespace") {
+        return;
+    }
+    let run = Run::new();
+    let mut cmd = Command::new("unshare");
+    run.prepare(&mut cmd);
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount -t tmpfs none /proc && exec \"$0\" -q -k 1 -- sh -c 'sleep 300 & echo \"left $!\" >&2; exit 5'",
+    ])
+    .arg(crate::support::bin("ccci-guard"));
+    let mut guard = Background::spawn(cmd);
+    let (which, line) = guard.wait_for_any(&["left ", "ccci-guard:"]);
+    let left = (which == 0).then(|| number_after(&line, "left"));
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = guard.child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > end {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let survivor = left.filter(|p| comm_and_state(*p).is_some_and(|(_, s)| s != 'Z'));
+    if let Some(p) = survivor {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    assert!(
+        status.is_some(),
+        "the guard never exited (grace 1s); saw {:?}",
+        guard.seen
+    );
+    let code = status.unwrap().code();
+    assert!(code == Some(5) || code == Some(125), "{code:?} {:?}", guard.seen);
+    assert_eq!(survivor, None, "the leftover outlived the guard");
+}
