@@ -13,7 +13,8 @@
 //! process is pinned with `pidfd_open(2)` and then checked against the start time
 //! (field 22 of `/proc/<pid>/stat`) read during the walk: if they agree, the pidfd refers
 //! to the process we found, and `pidfd_send_signal(2)` can only ever reach it. Where the
-//! kernel has no pidfds (before 5.3), `kill(2)` is the fallback. ESRCH is "already gone",
+//! kernel has no pidfds (before 5.3), or a seccomp profile refuses them, `kill(2)` after the
+//! same check is the fallback. ESRCH is "already gone",
 //! never an error.
 //!
 //! Descriptors: a pidfd is one open file, and the open-files limit (`ulimit -n 40`) may be
@@ -158,10 +159,12 @@ impl Pinned {
     pub fn pin(stat: Stat) -> Option<Pinned> {
         let pidfd = match pidfd_open(stat.pid) {
             Ok(fd) => Some(fd),
-            // No pidfds on this kernel, or no descriptor to spare: pinned all the same,
-            // and signalled as `signal` says.
-            Err(Errno::ENOSYS | Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM) => None,
-            Err(_) => return None,
+            Err(Errno::ESRCH) => return None,
+            // No pidfds on this kernel, no descriptor to spare, or pidfds refused (a
+            // seccomp profile answering EPERM, as Docker's did until 2020): pinned all
+            // the same, and signalled as `signal` says. Not pinning it would leave it
+            // without TERM or KILL, and the sweep waiting for it forever.
+            Err(_) => None,
         };
         // Checked after pinning: if the start time still matches, the pidfd is this one.
         let now = Stat::read(stat.pid)?;
@@ -184,17 +187,33 @@ impl Pinned {
     /// Send `signal`; `false` when the process was already gone.
     pub fn signal(&self, signal: Signal) -> bool {
         if let Some(fd) = &self.pidfd {
-            return pidfd_send_signal(fd, signal).is_ok();
+            return self.send_or_kill(fd, signal);
         }
         // None held: pin it again for this one signal, as `pin` does.
         match pidfd_open(self.stat.pid) {
-            Ok(fd) => self.current().is_some() && pidfd_send_signal(&fd, signal).is_ok(),
+            Ok(fd) => self.current().is_some() && self.send_or_kill(&fd, signal),
             Err(Errno::ESRCH) => false,
-            // No pidfds, or no descriptor at all: the pid is checked just before. (It
-            // could name another process only if this one were reaped and its pid reused
-            // in between: a window of a few microseconds, where no pidfd is to be had.)
-            Err(_) => self.current().is_some() && kill(self.pid(), signal).is_ok(),
+            // No pidfds, or no descriptor at all: the pid is checked just before.
+            Err(_) => self.checked_kill(signal),
         }
+    }
+
+    /// Through the pidfd; where the kernel or a seccomp profile refuses that (ENOSYS,
+    /// EPERM: `pidfd_open` allowed, `pidfd_send_signal` not), through `kill(2)` after the
+    /// start-time check, so the process still gets its signal.
+    fn send_or_kill(&self, fd: &OwnedFd, signal: Signal) -> bool {
+        match pidfd_send_signal(fd, signal) {
+            Ok(()) => true,
+            Err(Errno::ESRCH) => false,
+            Err(_) => self.checked_kill(signal),
+        }
+    }
+
+    /// `kill(2)`, if the pid still names the process pinned. (It could name another one
+    /// only if this one were reaped and its pid reused between the check and the kill: a
+    /// window of a few microseconds, where no pidfd is to be had.)
+    fn checked_kill(&self, signal: Signal) -> bool {
+        self.current().is_some() && kill(self.pid(), signal).is_ok()
     }
 
     /// Has it exited (or been replaced by another process under the same pid)?

@@ -1,6 +1,7 @@
-//! Reproductions from the adversarial review of issue 12 (points 3, 5, 6): each test
-//! here FAILS on the code it was written against (6966c4e) and states what should hold.
-//! Notes with the shell reproductions: /work/notes/adversary-guard.md (F1–F4).
+//! The guard where its environment works against it: system calls refused by a seccomp
+//! profile, descriptors taken by its caller, no /proc or another namespace's, a launcher
+//! whose threads die one by one. Whatever it is denied, the guard must still end every
+//! leftover, exit with the command's status (or refuse up front with 125), and never hang.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -102,17 +103,19 @@ fn leftovers_are_swept_under(errno: u32, nrs: &'static [u32]) {
 }
 
 #[test]
-fn f4_pidfd_open_refused_with_eperm_still_sweeps_every_leftover() {
+fn pidfd_open_refused_with_eperm_still_sweeps_every_leftover() {
     // Docker's default seccomp profile answered pidfd_open with EPERM until
-    // moby/moby#41665 (2020). Pinned::pin takes only ENOSYS/EMFILE/ENFILE/ENOMEM for
-    // "no pidfd"; EPERM means "not pinned": nothing gets TERM or KILL, the guard hangs.
+    // moby/moby#41665 (2020). Any error but ESRCH must mean "no pidfd: kill(2) after the
+    // start-time check"; taken as "not pinned", nothing got TERM or KILL and the guard
+    // waited for its leftovers forever.
     leftovers_are_swept_under(libc::EPERM as u32, &[PIDFD_OPEN, PIDFD_SEND_SIGNAL]);
 }
 
 #[test]
-fn f4_pidfd_send_signal_refused_still_ends_every_leftover() {
-    // pidfd_open allowed, pidfd_send_signal refused (even as ENOSYS): a held pidfd's
-    // failed send has no kill(2) fallback.
+fn pidfd_send_signal_refused_still_ends_every_leftover() {
+    // pidfd_open allowed, pidfd_send_signal refused (even as ENOSYS): a held pidfd whose
+    // send fails must fall back to kill(2) after the start-time check, or the leftovers
+    // live on and the guard waits for them forever.
     leftovers_are_swept_under(libc::ENOSYS as u32, &[PIDFD_SEND_SIGNAL]);
 }
 
@@ -199,7 +202,10 @@ fn f2_a_pid_namespace_without_its_own_proc_never_signals_a_stranger() {
     let line = ns.wait_for("sibling ");
     assert_eq!(number_after(&line, "guard"), 2, "{line}");
     let (which, line) = ns.wait_for_any(&["sibling got TERM", "sibling-exited"]);
-    assert_eq!(which, 1, "the guard signalled a process it did not start: {line}");
+    assert_eq!(
+        which, 1,
+        "the guard signalled a process it did not start: {line}"
+    );
     let line = ns.wait_for("sibling-exited");
     assert!(line.contains("sibling-exited 137"), "{line} {:?}", ns.seen);
 }
@@ -228,15 +234,17 @@ fn f3_a_real_death_of_a_threaded_launcher_is_not_logged_as_living_on() {
     std::fs::write(run.sb.path("l.py"), MANY_THREADS).unwrap();
     let mut cmd = Command::new("python3");
     run.prepare(&mut cmd);
-    cmd.arg("l.py").arg(crate::support::bin("ccci-guard")).args([
-        "-q",
-        "-k",
-        "3",
-        "--",
-        "sh",
-        "-c",
-        "trap 'echo got-term >&2; exit 4' TERM; sleep 100 & echo > started; wait",
-    ]);
+    cmd.arg("l.py")
+        .arg(crate::support::bin("ccci-guard"))
+        .args([
+            "-q",
+            "-k",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term >&2; exit 4' TERM; sleep 100 & echo > started; wait",
+        ]);
     let mut launcher = Background::spawn(cmd);
     // The thread's own end: one "lives on" line, legitimately.
     let mut seen = [false; 2];
@@ -304,6 +312,10 @@ fn f6_without_proc_the_guard_still_exits_and_nothing_survives() {
         guard.seen
     );
     let code = status.unwrap().code();
-    assert!(code == Some(5) || code == Some(125), "{code:?} {:?}", guard.seen);
+    assert!(
+        code == Some(5) || code == Some(125),
+        "{code:?} {:?}",
+        guard.seen
+    );
     assert_eq!(survivor, None, "the leftover outlived the guard");
 }
