@@ -271,11 +271,11 @@ fn f3_a_real_death_of_a_threaded_launcher_is_not_logged_as_living_on() {
 }
 
 #[test]
-fn f6_without_proc_the_guard_still_exits_and_nothing_survives() {
-    // No procfs (a chroot or sandbox without /proc): the walk finds nothing, the sweep
-    // sends nothing, and waitpid still shows a live child, so the guard polled forever and
-    // its command's status (5) was lost. It should refuse before starting (125) or end
-    // what it can and exit; never hang, never leave the sleep behind.
+fn without_procfs_the_guard_refuses_before_the_command_runs() {
+    // No procfs (a chroot or sandbox without /proc, here a tmpfs on it): the walk would
+    // find no leftover, and the sweep would wait forever for the child waitpid still
+    // shows, losing the command's status and leaving its `sleep` behind. The guard must
+    // refuse with 125, naming /proc, before the command runs.
     if !crate::support::require_root("a mount namespace") {
         return;
     }
@@ -289,33 +289,17 @@ fn f6_without_proc_the_guard_still_exits_and_nothing_survives() {
         "mount -t tmpfs none /proc && exec \"$0\" -q -k 1 -- sh -c 'sleep 300 & echo \"left $!\" >&2; exit 5'",
     ])
     .arg(crate::support::bin("ccci-guard"));
-    let mut guard = Background::spawn(cmd);
-    let (which, line) = guard.wait_for_any(&["left ", "ccci-guard:"]);
-    let left = (which == 0).then(|| number_after(&line, "left"));
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = guard.child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > end {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let survivor = left.filter(|p| comm_and_state(*p).is_some_and(|(_, s)| s != 'Z'));
-    if let Some(p) = survivor {
-        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-    }
+    let guard = Background::spawn(cmd);
+    let (status, lines) = guard.finish();
+    assert_eq!(status.code(), Some(125), "{lines:?}");
     assert!(
-        status.is_some(),
-        "the guard never exited (grace 1s); saw {:?}",
-        guard.seen
+        !lines.iter().any(|l| l.contains("left ")),
+        "the command ran: {lines:?}"
     );
-    let code = status.unwrap().code();
     assert!(
-        code == Some(5) || code == Some(125),
-        "{code:?} {:?}",
-        guard.seen
+        lines
+            .iter()
+            .any(|l| l.contains("/proc is not a procfs") && l.contains("mount -t proc")),
+        "{lines:?}"
     );
-    assert_eq!(survivor, None, "the leftover outlived the guard");
 }

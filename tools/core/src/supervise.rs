@@ -66,6 +66,16 @@ const FORWARDED: [Signal; 4] = [
 /// Run the plan to the end: spawn, supervise, sweep, reap. `Err` only when the command
 /// could not be started.
 pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
+    // First: without a /proc of its own the guard could neither find nor sweep the
+    // command's leftovers (it would wait for them forever, or signal strangers).
+    child::tree::check_proc().map_err(|problem| SpawnError::Proc {
+        program: plan
+            .command
+            .first()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        problem,
+    })?;
     let inherited = Inherited::record();
     let mut watched = SigSet::empty();
     for signal in [Signal::SIGTERM, Signal::SIGCHLD, Signal::SIGPIPE] {

@@ -84,6 +84,32 @@ fn other_threads_alive(pid: i32) -> bool {
     fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
 }
 
+/// Why `/proc` cannot show the guard its descendants.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProcProblem {
+    /// Not mounted, or something else mounted there (a chroot, a sandbox that masks it):
+    /// the walk would find no leftover, and the sweep would wait for them forever.
+    #[error(
+        "/proc is not a procfs (not mounted, or masked): the guard finds leftovers through it; mount one (mount -t proc proc /proc)"
+    )]
+    NotProcfs,
+}
+
+/// Can `/proc` show this process's descendants? Checked before the command
+/// starts: the sweep depends on it, and a guard that cannot sweep must not run anything.
+pub fn check_proc() -> Result<(), ProcProblem> {
+    // SAFETY: statfs(2) fills the zeroed plain-data struct it is given, from a
+    // NUL-terminated path.
+    let procfs = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::statfs(c"/proc".as_ptr(), &mut fs) == 0 && fs.f_type == libc::PROC_SUPER_MAGIC
+    };
+    if !procfs {
+        return Err(ProcProblem::NotProcfs);
+    }
+    Ok(())
+}
+
 /// Every live (non-zombie) descendant of `root`, parents before their children.
 pub fn descendants(root: Pid) -> Vec<Stat> {
     if fs::metadata(children_file(root.as_raw(), root.as_raw())).is_ok() {
@@ -287,6 +313,11 @@ mod tests {
         assert_eq!((s.state, s.ppid, s.pgid), ('S', 4242, 4301));
         assert_eq!(s.start_time, 98765);
         assert_eq!(Stat::parse("garbage"), None);
+    }
+
+    #[test]
+    fn this_proc_is_a_procfs_of_our_own_namespace() {
+        assert_eq!(check_proc(), Ok(()));
     }
 
     #[test]
