@@ -171,26 +171,25 @@ fn f1_inherited_descriptors_in_the_reserve_do_not_cost_leftovers_their_term() {
 }
 
 #[test]
-fn f2_a_pid_namespace_without_its_own_proc_never_signals_a_stranger() {
-    // `unshare -fp` without --mount-proc: the guard walks /proc/<its ns pid>, which is
-    // another process of the parent namespace (here pid 2, kthreadd, whose "children" are
-    // the kernel threads), and pins by pidfd_open(<host pid>) in its own namespace: a
-    // sibling that is no descendant of the guard gets TERM. It should refuse (125) or
-    // work, never signal a stranger, never hang.
+fn a_pid_namespace_without_its_own_proc_is_refused_before_the_command_runs() {
+    // `unshare -fp` without --mount-proc: /proc is the parent namespace's. The guard, ns
+    // pid 2, would walk /proc/2 (kthreadd there, whose "children" are kernel threads) and
+    // pin their host pids with pidfd_open in its own namespace: a sibling that is no
+    // descendant of the guard got TERM. It must refuse with 125, naming /proc, before
+    // its command runs, and signal no one.
     if !crate::support::require_root("a pid namespace") {
         return;
     }
     let run = Run::new();
-    // The namespace's sh is pid 1, the guard pid 2, its command (sleep 1) pid 3; the
-    // sibling comes after and is a child of sh, not of the guard.
     let driver = r#"
-        "$0" -q -k 2 -- sleep 1 &
+        "$0" -q -k 2 -- sh -c 'echo command-ran >&2; sleep 1' &
         guard=$!
-        sleep 0.3
         sh -c 'trap "echo sibling got TERM >&2; exit 7" TERM; while :; do sleep 0.1; done' &
         sibling=$!
         echo "guard $guard sibling $sibling" >&2
-        ( sleep 8; kill -KILL $sibling ) &
+        wait $guard
+        echo "guard-exited $?" >&2
+        kill -KILL $sibling
         wait $sibling
         echo "sibling-exited $?" >&2
     "#;
@@ -198,16 +197,24 @@ fn f2_a_pid_namespace_without_its_own_proc_never_signals_a_stranger() {
     run.prepare(&mut cmd);
     cmd.args(["-fp", "sh", "-c", driver])
         .arg(crate::support::bin("ccci-guard"));
-    let mut ns = Background::spawn(cmd);
-    let line = ns.wait_for("sibling ");
-    assert_eq!(number_after(&line, "guard"), 2, "{line}");
-    let (which, line) = ns.wait_for_any(&["sibling got TERM", "sibling-exited"]);
+    let ns = Background::spawn(cmd);
+    let (status, lines) = ns.finish();
+    assert!(status.success(), "{lines:?}");
+    let line = |needle: &str| lines.iter().find(|l| l.contains(needle));
+    let pids = line(" sibling ").expect("the driver's pids");
+    assert_eq!(number_after(pids, "guard"), 2, "{pids}");
     assert_eq!(
-        which, 1,
-        "the guard signalled a process it did not start: {line}"
+        line("sibling got TERM"),
+        None,
+        "the guard signalled a stranger: {lines:?}"
     );
-    let line = ns.wait_for("sibling-exited");
-    assert!(line.contains("sibling-exited 137"), "{line} {:?}", ns.seen);
+    assert_eq!(line("command-ran"), None, "the command ran: {lines:?}");
+    assert!(line("guard-exited 125").is_some(), "{lines:?}");
+    assert!(line("sibling-exited 137").is_some(), "{lines:?}");
+    assert!(
+        line("/proc is not this pid namespace's").is_some_and(|l| l.contains("--mount-proc")),
+        "{lines:?}"
+    );
 }
 
 /// A launcher with many threads: one starts the guard and ends; the others idle.

@@ -93,9 +93,16 @@ pub enum ProcProblem {
         "/proc is not a procfs (not mounted, or masked): the guard finds leftovers through it; mount one (mount -t proc proc /proc)"
     )]
     NotProcfs,
+    /// The procfs of another pid namespace (`unshare -p` without `--mount-proc`): its
+    /// pids are not the ones `pidfd_open(2)` and `kill(2)` take, so the walk would start
+    /// at another process and the sweep would signal processes the guard never started.
+    #[error(
+        "/proc is not this pid namespace's (/proc/self is {seen}, the guard is pid {pid}): mount one (unshare --mount-proc)"
+    )]
+    ForeignNamespace { seen: String, pid: i32 },
 }
 
-/// Can `/proc` show this process's descendants? Checked before the command
+/// Can `/proc` be trusted to show this process's descendants? Checked before the command
 /// starts: the sweep depends on it, and a guard that cannot sweep must not run anything.
 pub fn check_proc() -> Result<(), ProcProblem> {
     // SAFETY: statfs(2) fills the zeroed plain-data struct it is given, from a
@@ -106,6 +113,15 @@ pub fn check_proc() -> Result<(), ProcProblem> {
     };
     if !procfs {
         return Err(ProcProblem::NotProcfs);
+    }
+    let pid = std::process::id() as i32;
+    // A procfs shows its own namespace's pids: there /proc/self names us by the pid
+    // getpid(2) returns; another namespace's names us otherwise, or not at all.
+    let seen = fs::read_link("/proc/self")
+        .map(|link| link.display().to_string())
+        .unwrap_or_else(|e| format!("unreadable ({e})"));
+    if seen != pid.to_string() {
+        return Err(ProcProblem::ForeignNamespace { seen, pid });
     }
     Ok(())
 }
