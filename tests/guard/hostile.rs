@@ -120,11 +120,12 @@ fn pidfd_send_signal_refused_still_ends_every_leftover() {
 }
 
 #[test]
-fn f1_inherited_descriptors_in_the_reserve_do_not_cost_leftovers_their_term() {
-    // `ulimit -n 40`, the caller leaves fds 24..39 open (no FD_CLOEXEC). held_below()
-    // assumes the 16 descriptors above limit-16 are free; they are not, so pidfds are held
-    // until none is left, and then `pin` fails on the start-time check's own open(2):
-    // every later leftover is skipped without a TERM (only 18 of 100 got one).
+fn inherited_descriptors_at_the_top_of_the_limit_cost_no_leftover_its_term() {
+    // `ulimit -n 40`, and the caller leaves fds 24..39 open (no FD_CLOEXEC). Counting the
+    // numbers above the lowest free one as free, the guard held pidfds until no
+    // descriptor was left, and then the start-time check's own open(2) failed: every
+    // later leftover was skipped without a TERM (only 18 of 100 got one), and the KILL
+    // line counted 18. Every one must get TERM, and the KILL line must count all 100.
     let run = Run::new();
     let _idle = run.sb.fifo("idle");
     let leftover = "trap 'echo \"term $$\" >> terms' TERM; exec 3<>idle; \
@@ -166,6 +167,12 @@ fn f1_inherited_descriptors_in_the_reserve_do_not_cost_leftovers_their_term() {
         count("terms"),
         100,
         "leftovers that got no TERM before the KILL: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("grace 3s over — sending KILL to 100 processes")),
+        "{lines:?}"
     );
     run.assert_nothing_alive();
 }

@@ -392,11 +392,11 @@ impl Run<'_> {
             if !sweep.is_killing() && now >= grace_end {
                 // Signal first, log after, as at the deadline.
                 self.kill_sent = true;
-                sweep.escalate();
+                let killed = sweep.escalate();
                 say(format_args!(
-                    "== guard: grace {} over — sending KILL to {alive} process{} ==",
+                    "== guard: grace {} over — sending KILL to {killed} process{} ==",
                     human(self.plan.grace),
-                    if alive == 1 { "" } else { "es" }
+                    if killed == 1 { "" } else { "es" }
                 ));
             }
             let mut fds: Vec<PollFd<'_>> = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];

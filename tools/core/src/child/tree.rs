@@ -20,7 +20,9 @@
 //! Descriptors: a pidfd is one open file, and the open-files limit (`ulimit -n 40`) may be
 //! lower than the number of leftovers. A pidfd is *held* (for poll(2), and for each later
 //! signal) only while that leaves [`FD_RESERVE`] descriptors free, for reading `/proc`
-//! and the report. A process pinned without one is signalled through a pidfd opened for
+//! and the report: the sweep counts the descriptors actually free ([`spare_descriptors`])
+//! — not the numbers above the lowest free one, which descriptors inherited from the
+//! caller may occupy — and holds no more pidfds than that. A process pinned without one is signalled through a pidfd opened for
 //! that one signal, checked against the start time as at pinning, and closed; should even
 //! that fail (no descriptor at all), through `kill(2)` right after the same check. So
 //! every leftover gets its TERM, whatever the limit.
@@ -197,8 +199,8 @@ pub struct Pinned {
 
 impl Pinned {
     /// Pin `stat`'s process; `None` when it is already gone or the pid now names another
-    /// process.
-    pub fn pin(stat: Stat) -> Option<Pinned> {
+    /// process. `hold`: keep its pidfd (the caller has counted a descriptor to spare).
+    pub fn pin(stat: Stat, hold: bool) -> Option<Pinned> {
         let pidfd = match pidfd_open(stat.pid) {
             Ok(fd) => Some(fd),
             Err(Errno::ESRCH) => return None,
@@ -213,7 +215,7 @@ impl Pinned {
         if now.start_time != stat.start_time || now.is_zombie() {
             return None;
         }
-        let pidfd = pidfd.filter(|fd| fd.as_raw_fd() < held_below());
+        let pidfd = pidfd.filter(|_| hold);
         Some(Pinned { stat, pidfd })
     }
 
@@ -273,21 +275,29 @@ impl Pinned {
 
 /// Descriptors a sweep leaves free however many leftovers it pins: `/proc` reads, a pidfd
 /// for one signal, the report.
-pub const FD_RESERVE: i32 = 16;
+pub const FD_RESERVE: usize = 16;
 
-/// A pidfd numbered below this may be held: the lowest free number is the one a new
-/// descriptor gets, so holding it leaves at least [`FD_RESERVE`] free above it.
-fn held_below() -> i32 {
+/// How many pidfds may be held now and still leave [`FD_RESERVE`] descriptors free: the
+/// open-files limit less the descriptors open (counted in `/proc/self/fd`, the caller's
+/// inherited ones included, wherever they sit in the range) and the reserve. 0 when that
+/// cannot be told: holding none costs only a look at `/proc` every 10 ms.
+pub fn spare_descriptors() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit(2) fills the struct it is given.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return i32::MAX;
+        return 0;
     }
-    i32::try_from(limit.rlim_cur)
-        .unwrap_or(i32::MAX)
+    let Ok(fds) = fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    // Less the one this listing has open.
+    let open = fds.count().saturating_sub(1);
+    usize::try_from(limit.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(open)
         .saturating_sub(FD_RESERVE)
 }
 
@@ -354,7 +364,7 @@ mod tests {
             .find(|s| s.pid == child.id() as i32)
             .expect("the child is a descendant");
         assert_eq!(stat.comm, "sleep");
-        let pinned = Pinned::pin(stat).expect("pinned");
+        let pinned = Pinned::pin(stat, true).expect("pinned");
         assert!(!pinned.is_gone());
         assert!(pinned.signal(Signal::SIGKILL));
         child.wait().unwrap();
