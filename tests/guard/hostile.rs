@@ -225,7 +225,7 @@ fn a_pid_namespace_without_its_own_proc_is_refused_before_the_command_runs() {
 }
 
 /// A launcher with many threads: one starts the guard and ends; the others idle.
-const MANY_THREADS: &str = r#"
+const THREAD_ENDS: &str = r#"
 import os, subprocess, sys, threading, time
 ev = threading.Event()
 for _ in range(30):
@@ -239,13 +239,31 @@ os.write(2, b"thread-ended\n")
 time.sleep(100)
 "#;
 
-#[test]
-fn f3_a_real_death_of_a_threaded_launcher_is_not_logged_as_living_on() {
-    // On SIGKILL the launcher's threads exit one by one; each moves the guard to the next
-    // and re-sends SIGRTMAX, and getppid() is still the launcher until the last: the guard
-    // printed "lives on ... not a parent death" up to 29 times before "died".
+/// A launcher with many threads: one starts the guard and stays; the others idle.
+const THREAD_STAYS: &str = r#"
+import os, subprocess, sys, threading, time
+ev = threading.Event()
+for _ in range(30):
+    threading.Thread(target=ev.wait, daemon=True).start()
+def start():
+    subprocess.Popen(sys.argv[1:])
+    ev.wait()
+threading.Thread(target=start, daemon=True).start()
+while not os.path.exists("started"):
+    time.sleep(0.005)
+os.write(2, b"launched\n")
+time.sleep(100)
+"#;
+
+/// Run the guard under the Python `launcher`, wait for `ready` (and any other of
+/// `before`) on its stderr, SIGKILL the launcher, and return the "lives on" lines the
+/// guard logged before it said the parent died.
+fn lives_on_lines_when_a_threaded_launcher_is_killed(
+    launcher: &str,
+    ready: &[&str],
+) -> Vec<String> {
     let run = Run::new();
-    std::fs::write(run.sb.path("l.py"), MANY_THREADS).unwrap();
+    std::fs::write(run.sb.path("l.py"), launcher).unwrap();
     let mut cmd = Command::new("python3");
     run.prepare(&mut cmd);
     cmd.arg("l.py")
@@ -260,27 +278,62 @@ fn f3_a_real_death_of_a_threaded_launcher_is_not_logged_as_living_on() {
             "trap 'echo got-term >&2; exit 4' TERM; sleep 100 & echo > started; wait",
         ]);
     let mut launcher = Background::spawn(cmd);
-    // The thread's own end: one "lives on" line, legitimately.
-    let mut seen = [false; 2];
-    while seen != [true, true] {
-        let (which, _) = launcher.wait_for_any(&["thread-ended", "lives on"]);
+    let mut seen = vec![false; ready.len()];
+    while seen.contains(&false) {
+        let (which, _) = launcher.wait_for_any(ready);
         seen[which] = true;
     }
-    std::thread::sleep(Duration::from_millis(200));
     kill(Pid::from_raw(launcher.pid() as i32), Signal::SIGKILL).unwrap();
-    let mut false_lines = Vec::new();
+    // The guard signals first and logs after: the command's "got-term" may come first.
+    let mut lives_on = Vec::new();
+    let mut got_term = false;
     loop {
-        let (which, line) = launcher.wait_for_any(&["lives on", "died; sending TERM"]);
-        if which == 1 {
-            break;
+        let (which, line) = launcher.wait_for_any(&["lives on", "died; sending TERM", "got-term"]);
+        match which {
+            0 => lives_on.push(line),
+            1 => break,
+            _ => got_term = true,
         }
-        false_lines.push(line);
+    }
+    if !got_term {
+        launcher.wait_for("got-term");
     }
     run.wait_until_nothing_alive();
+    let (_, rest) = launcher.finish();
     assert!(
-        false_lines.is_empty(),
-        "a real death was logged {} times as 'lives on' first: {false_lines:?}",
-        false_lines.len()
+        !rest.iter().any(|l| l.contains("already terminating")),
+        "the one death logged again: {rest:?}"
+    );
+    lives_on
+}
+
+#[test]
+fn a_threaded_launcher_killed_after_its_thread_ended_is_said_to_live_on_only_once() {
+    // The thread that started the guard ends: one "lives on" line, rightly. Then the
+    // launcher is SIGKILLed: its 30 other threads exit one by one, each moving the guard
+    // to the next and sending the parent-death signal again while getppid() is still the
+    // launcher. That is its death, not a line per thread saying it lives on (there were
+    // up to 29 before "died").
+    let lines = lives_on_lines_when_a_threaded_launcher_is_killed(
+        THREAD_ENDS,
+        &["thread-ended", "lives on"],
+    );
+    assert!(
+        lines.is_empty(),
+        "{} more 'lives on': {lines:?}",
+        lines.len()
+    );
+}
+
+#[test]
+fn a_threaded_launcher_killed_is_never_said_to_live_on() {
+    // As above, but the thread that started the guard stays until the SIGKILL: every
+    // parent-death signal comes from the launcher dying, and none may be logged as
+    // "lives on" (the guard sees the SIGKILL pending, or the process exiting).
+    let lines = lives_on_lines_when_a_threaded_launcher_is_killed(THREAD_STAYS, &["launched"]);
+    assert!(
+        lines.is_empty(),
+        "a real death logged as 'lives on': {lines:?}"
     );
 }
 

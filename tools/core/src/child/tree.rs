@@ -86,6 +86,38 @@ fn other_threads_alive(pid: i32) -> bool {
     fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
 }
 
+/// Is process `pid` on its way out, though some of its threads may still run? Killed
+/// (SIGKILL pending: the kernel sends it to every thread when one dies of a signal or
+/// calls `exit_group(2)`), exiting (`PF_EXITING`), dead, or gone. Asked of its main
+/// thread, which goes through each of these and then stays a zombie until the last
+/// thread has gone. (Between taking SIGKILL and `PF_EXITING` lie a few microseconds
+/// where it looks alive.)
+pub fn is_exiting(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // `pid (comm) state ppid pgrp session tty_nr tpgid flags ...`
+    let mut rest = stat[stat.rfind(')').map_or(0, |i| i + 1)..].split_whitespace();
+    let state = rest.next().and_then(|s| s.chars().next());
+    let flags = rest.nth(5).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    if matches!(state, Some('Z' | 'X')) || flags & PF_EXITING != 0 {
+        return true;
+    }
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    status.lines().any(|line| {
+        let pending = line
+            .strip_prefix("SigPnd:")
+            .or_else(|| line.strip_prefix("ShdPnd:"));
+        pending
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & SIGKILL_BIT != 0)
+    })
+}
+
 /// Why `/proc` cannot show the guard its descendants.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProcProblem {
@@ -344,6 +376,24 @@ mod tests {
     #[test]
     fn this_proc_is_a_procfs_of_our_own_namespace() {
         assert_eq!(check_proc(), Ok(()));
+    }
+
+    #[test]
+    fn tells_a_process_on_its_way_out() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(!is_exiting(pid), "a sleeping process");
+        kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+        assert!(!is_exiting(pid), "a stopped process");
+        // SIGKILL ends even a stopped process: from the kill on it is on its way out
+        // (SIGKILL pending, exiting, or a zombie).
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        assert!(is_exiting(pid), "killed");
+        child.wait().unwrap();
+        assert!(is_exiting(pid), "reaped");
     }
 
     #[test]
