@@ -5,6 +5,7 @@
 //! failing test kills whatever did (the guard puts the command in a session of its own,
 //! out of reach of the process group `Background` kills on drop).
 
+mod hostile;
 #[cfg(target_env = "gnu")] // PTRACE_GET_SYSCALL_INFO
 mod orphaned;
 mod signals;

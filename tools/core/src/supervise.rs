@@ -66,6 +66,16 @@ const FORWARDED: [Signal; 4] = [
 /// Run the plan to the end: spawn, supervise, sweep, reap. `Err` only when the command
 /// could not be started.
 pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
+    // First: without a /proc of its own the guard could neither find nor sweep the
+    // command's leftovers (it would wait for them forever, or signal strangers).
+    child::tree::check_proc().map_err(|problem| SpawnError::Proc {
+        program: plan
+            .command
+            .first()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        problem,
+    })?;
     let inherited = Inherited::record();
     let mut watched = SigSet::empty();
     for signal in [Signal::SIGTERM, Signal::SIGCHLD, Signal::SIGPIPE] {
@@ -145,6 +155,8 @@ pub fn supervise(plan: &Plan) -> Result<Ending, SpawnError> {
         grace_end: None,
         kill_sent: false,
         parent: watched_parent,
+        said_lives_on: false,
+        parent_died: false,
     };
     if orphaned.is_some() {
         // As if the parent-death signal had come: the same TERM, the same grace. Signal
@@ -199,6 +211,10 @@ struct Run<'a> {
     kill_sent: bool,
     /// The parent whose death ends the command (`None`: `--no-parent-death`).
     parent: Option<Pid>,
+    /// "lives on" has been logged: once is news, a line per thread end is noise.
+    said_lives_on: bool,
+    /// The parent's death has been acted on (or logged).
+    parent_died: bool,
 }
 
 impl Run<'_> {
@@ -340,11 +356,21 @@ impl Run<'_> {
             _ => getppid() != parent,
         };
         if !gone {
-            if sender == parent.as_raw() {
+            // A dying launcher's threads end one by one, each sending this anew while
+            // getppid() is still the launcher: not "lives on", and the last thread's end
+            // brings the verdict. Whatever slips past that is said once.
+            if sender == parent.as_raw()
+                && !self.said_lives_on
+                && !child::tree::is_exiting(parent.as_raw())
+            {
+                self.said_lives_on = true;
                 say(format_args!(
                     "{TOOL}: parent pid {parent} lives on (the thread that started the guard ended): not a parent death"
                 ));
             }
+        } else if std::mem::replace(&mut self.parent_died, true) {
+            // The same death again: signals its other threads' ends queued (real-time
+            // signals queue), read only now. Said once already.
         } else if swept || self.termination.is_some() {
             self.already_terminating();
         } else {
@@ -382,11 +408,11 @@ impl Run<'_> {
             if !sweep.is_killing() && now >= grace_end {
                 // Signal first, log after, as at the deadline.
                 self.kill_sent = true;
-                sweep.escalate();
+                let killed = sweep.escalate();
                 say(format_args!(
-                    "== guard: grace {} over — sending KILL to {alive} process{} ==",
+                    "== guard: grace {} over — sending KILL to {killed} process{} ==",
                     human(self.plan.grace),
-                    if alive == 1 { "" } else { "es" }
+                    if killed == 1 { "" } else { "es" }
                 ));
             }
             let mut fds: Vec<PollFd<'_>> = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];

@@ -119,6 +119,12 @@ pub enum SpawnError {
     },
     #[error("cannot start '{program}': the guard's parent changed before exec")]
     Orphaned { program: String },
+    /// The sweep could not find the command's leftovers: refused before it runs.
+    #[error("cannot start '{program}': {problem}")]
+    Proc {
+        program: String,
+        problem: super::tree::ProcProblem,
+    },
 }
 
 impl SpawnError {

@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::tree::{Pinned, descendants};
+use super::tree::{self, Pinned, descendants};
 
 /// A process the guard ended after the command had exited, with the last signal it sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +35,10 @@ pub struct Sweep {
     root: Pid,
     signal: Signal,
     alive: Vec<(Pinned, usize)>,
+    /// Pidfds held among `alive`, and how many may be: a descriptor for each, counted
+    /// once, so that no pin ever finds none left for its start-time check.
+    held: usize,
+    holdable: usize,
     pub ended: Vec<Leftover>,
 }
 
@@ -46,6 +50,8 @@ impl Sweep {
             root,
             signal,
             alive: Vec::new(),
+            held: 0,
+            holdable: tree::spare_descriptors(),
             ended: Vec::new(),
         }
     }
@@ -55,8 +61,10 @@ impl Sweep {
     pub fn step(&mut self) -> usize {
         let signal = self.signal;
         let ended = &mut self.ended;
+        let held = &mut self.held;
         self.alive.retain_mut(|(pinned, index)| {
             let Some(now) = pinned.current() else {
+                *held -= usize::from(pinned.pidfd().is_some());
                 return false;
             };
             if now.comm != pinned.stat.comm {
@@ -74,9 +82,10 @@ impl Sweep {
             if known {
                 continue;
             }
-            let Some(pinned) = Pinned::pin(stat) else {
+            let Some(pinned) = Pinned::pin(stat, self.held < self.holdable) else {
                 continue;
             };
+            self.held += usize::from(pinned.pidfd().is_some());
             self.ended.push(Leftover {
                 pid: pinned.stat.pid,
                 comm: pinned.stat.comm.clone(),
@@ -92,7 +101,12 @@ impl Sweep {
     /// on. Returns how many were killed.
     pub fn escalate(&mut self) -> usize {
         self.signal = Signal::SIGKILL;
-        self.alive.retain(|(p, _)| !p.is_gone());
+        let held = &mut self.held;
+        self.alive.retain(|(p, _)| {
+            let gone = p.is_gone();
+            *held -= usize::from(gone && p.pidfd().is_some());
+            !gone
+        });
         for (pinned, index) in &self.alive {
             if pinned.signal(Signal::SIGKILL) {
                 self.ended[*index].signal = Signal::SIGKILL;
