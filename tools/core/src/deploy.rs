@@ -111,14 +111,9 @@ pub fn apply_sets(env: &Path, sets: &[(String, String)]) -> io::Result<()> {
             None => lines.push(line),
         }
     }
-    let dir = env.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ccci-env-")
-        .tempfile_in(dir)?;
-    tmp.write_all((lines.join("\n") + "\n").as_bytes())?;
-    tmp.as_file().set_permissions(meta.permissions())?;
-    tmp.persist(env).map_err(|e| e.error)?;
-    Ok(())
+    // abra reads it while we write: whole or not at all, its mode kept.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    crate::atomic::write(env, (lines.join("\n") + "\n").as_bytes(), mode & 0o7777)
 }
 
 /// Parse `--set KEY=VALUE`: KEY a shell-style name, VALUE on one line.
