@@ -433,12 +433,10 @@ pub fn unlinked_holders(
     let table = crate::proclocks::LockTable::load()?;
     let of_domain =
         |table: &crate::proclocks::LockTable| -> io::Result<Vec<crate::proclocks::OpenBy>> {
-            Ok(dir
-                .held_unlinked(table)?
-                .into_iter()
-                .filter(|(d, _)| d == domain)
-                .map(|(_, holder)| holder)
-                .collect())
+            Ok(crate::lockdir::holders_of(
+                &dir.held_unlinked(table)?,
+                domain,
+            ))
         };
     // Normally there is none; only then is it worth reading our own descriptors.
     if of_domain(&table)?.is_empty() {

@@ -26,7 +26,7 @@ use crate::domain::Domain;
 use crate::holder::Holder;
 use crate::janitor_report::{DomainReport, Outcome};
 use crate::lockdir::LockDir;
-use crate::proclocks::{LockTable, OpenBy, Untraced};
+use crate::proclocks::{LockTable, Untraced};
 use crate::swarm::Inventory;
 use crate::teardown::{self, Teardown};
 
@@ -122,11 +122,7 @@ impl Janitor<'_> {
                     continue;
                 }
             };
-            let holders: Vec<OpenBy> = unlinked
-                .iter()
-                .filter(|(d, _)| d == domain)
-                .map(|(_, holder)| holder.clone())
-                .collect();
+            let holders = crate::lockdir::holders_of(unlinked, domain);
             let report = if holders.is_empty() {
                 let probe = Probe {
                     inventory: &inventory,
@@ -222,11 +218,7 @@ impl Janitor<'_> {
         } else {
             Vec::new()
         };
-        let holders: Vec<OpenBy> = holders
-            .into_iter()
-            .filter(|(d, _)| d == domain)
-            .map(|(_, holder)| holder)
-            .collect();
+        let holders = crate::lockdir::holders_of(&holders, domain);
         if !holders.is_empty() {
             // The lockfile our probe made: held and verified, it goes as a tidy's would.
             let _ = lock.remove_lockfile();

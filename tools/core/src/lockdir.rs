@@ -111,6 +111,15 @@ impl LockDir {
     }
 }
 
+/// Who, in `held` (from [`LockDir::held_unlinked`]), holds `domain` through a removed
+/// lockfile.
+pub fn holders_of(held: &[(Domain, OpenBy)], domain: &Domain) -> Vec<OpenBy> {
+    held.iter()
+        .filter(|(d, _)| d == domain)
+        .map(|(_, holder)| holder.clone())
+        .collect()
+}
+
 /// The domain a lockfile's name is for: `cc-ci-app-<valid domain>.lock`.
 fn domain_of(name: &std::ffi::OsStr) -> Option<Domain> {
     let domain = name.to_str()?.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;

@@ -66,11 +66,7 @@ fn probe(dir: &LockDir, domain: &Domain, unlinked: &Unlinked) -> LockReport {
             ));
         }
         Ok(unlinked) => {
-            let holders: Vec<&OpenBy> = unlinked
-                .iter()
-                .filter(|(d, _)| d == domain)
-                .map(|(_, h)| h)
-                .collect();
+            let holders = crate::lockdir::holders_of(unlinked, domain);
             if let Some(first) = holders.first() {
                 report.state = LockState::Held;
                 report.holder = Some(Holder {
