@@ -49,6 +49,12 @@ impl App {
     }
 }
 
+/// A janitor pass to its end: a reap waits for the stack's containers to stop, which on a
+/// loaded machine takes longer than the suite's usual patience.
+fn pass_within(cmd: Command) -> std::process::Output {
+    crate::support::output_in(cmd, crate::support::DEPLOY_PATIENCE)
+}
+
 fn stack(domain: &str) -> String {
     domain.replace('.', "_")
 }
@@ -137,7 +143,7 @@ fn a_live_run_and_a_stale_lock_are_left_and_the_stale_one_named() {
     fs::write(app.sb.lockfile(&stale), meta).unwrap();
     let before = leftovers(&stack(&live));
 
-    let out = output_within(app.janitor(&only(&[&live, &stale]), &[]));
+    let out = pass_within(app.janitor(&only(&[&live, &stale]), &[]));
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -188,7 +194,7 @@ fn a_live_run_whose_lockfile_was_unlinked_is_left_and_named() {
         holder.pid()
     );
     for args in [&["--dry-run"][..], &["--json"][..]] {
-        let out = output_within(app.janitor(&only(&[&d]), args));
+        let out = pass_within(app.janitor(&only(&[&d]), args));
         let err = text(&out.stderr);
         assert!(out.status.success(), "{err}");
         assert!(err.contains(&line), "{args:?}: {err}");
@@ -216,7 +222,7 @@ fn a_live_run_whose_lockfile_was_unlinked_is_left_and_named() {
 /// through its unlinked lockfile, its `.env` (what a reap would remove first) still there,
 /// and no new lockfile made for it.
 fn assert_left_unlinked(app: &App, d: &str) -> serde_json::Value {
-    let out = output_within(app.janitor(&only(&[d]), &["--json"]));
+    let out = pass_within(app.janitor(&only(&[d]), &["--json"]));
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -377,7 +383,7 @@ fn warm_and_non_matching_apps_are_never_touched_nor_given_a_lockfile() {
     let snapshot = |d: &str| (leftovers(&stack(d)), fs::read(app.env_file(d)).unwrap());
     let before = (snapshot(&warm), snapshot(&other));
     // The allowlist takes the warm app too: the denylist must still win.
-    let out = output_within(app.janitor(&only(&[&ours, &warm]), &[]));
+    let out = pass_within(app.janitor(&only(&[&ours, &warm]), &[]));
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!((snapshot(&warm), snapshot(&other)), before, "{err}");
@@ -397,7 +403,7 @@ fn a_lockless_run_stack_is_reaped_as_after_a_reboot() {
     let d = app.domain("j4");
     app.orphan("4", &d);
     fs::remove_dir_all(app.sb.lock_dir()).unwrap();
-    let out = output_within(app.janitor(&only(&[&d]), &[]));
+    let out = pass_within(app.janitor(&only(&[&d]), &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains(&format!("reaped {d}")),
@@ -467,9 +473,10 @@ fn a_run_that_starts_during_a_reap_waits_then_deploys_on_a_fresh_inode() {
     let mut run = Background::spawn(app.chain("6b", &d, &script));
     let waiting = run.wait_for("— waiting ==");
     assert!(waiting.contains("by ccci-janitor"), "{waiting}");
-    let (status, lines) = janitor.finish();
+    let (status, lines) = janitor.finish_within(crate::support::DEPLOY_PATIENCE);
     assert!(status.success(), "{lines:?}");
-    let (status, lines) = run.finish();
+    // It deploys and tears down (converging waits --stable-for): a deploy's patience.
+    let (status, lines) = run.finish_within(crate::support::DEPLOY_PATIENCE);
     assert!(status.success(), "{lines:?}");
     // It woke on the inode the janitor unlinked, noticed, and reopened the path ...
     let reopened = format!("was unlinked while we waited on it (inode {reaped_inode}) — reopening");
@@ -501,7 +508,7 @@ fn a_dry_run_changes_nothing() {
         )
     };
     let before = listing(&app);
-    let out = output_within(app.janitor(&only(&[&d]), &["--dry-run", "--json"]));
+    let out = pass_within(app.janitor(&only(&[&d]), &["--dry-run", "--json"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["domains"][0]["result"], "would-reap");
@@ -536,7 +543,7 @@ fn reaping_a_b_leaves_the_secrets_of_a_live_a_b_c() {
     let gate = app.sb.fifo("gate");
     let _holder = crate::lock::hold_until(&app.sb, &abc, &gate);
     let before = leftovers(&stack(&abc));
-    let out = output_within(app.janitor(&only(&[&ab, &abc]), &[]));
+    let out = pass_within(app.janitor(&only(&[&ab, &abc]), &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains(&format!("reaped {ab}")),
@@ -630,7 +637,7 @@ fn a_lock_no_descriptor_explains_stops_every_reap_and_shows_in_the_metrics() {
     holder.wait_for("held");
     fs::remove_file(app.sb.lockfile(&d)).unwrap();
     let metrics = app.sb.path("metrics.prom");
-    let out = output_within(app.janitor(
+    let out = pass_within(app.janitor(
         &only(&[&d]),
         &["--json", "--metrics-file", metrics.to_str().unwrap()],
     ));
@@ -659,7 +666,7 @@ fn a_lock_no_descriptor_explains_stops_every_reap_and_shows_in_the_metrics() {
     gate.release();
     assert!(holder.finish().0.success());
     // Once it is gone, the same pass reaps D.
-    let out = output_within(app.janitor(&only(&[&d]), &[]));
+    let out = pass_within(app.janitor(&only(&[&d]), &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!app.env_file(&d).exists(), "{}", text(&out.stderr));
 }
