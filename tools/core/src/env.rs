@@ -74,3 +74,49 @@ pub fn canonical_abra_dir(
 pub fn non_empty(name: &str) -> Option<std::ffi::OsString> {
     std::env::var_os(name).filter(|v| !v.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/environment.md is written by hand; this holds it and [`super::EnvVars`]
+    /// together: every variable named here is in the docs, every `CCCI_*` the docs name is
+    /// here, each constant's value is its own name, and the shared defaults are the ones
+    /// the docs give.
+    #[test]
+    fn docs_environment_md_names_exactly_these_variables() {
+        let source = include_str!("env.rs");
+        let docs = include_str!("../../../docs/environment.md");
+        let mut names = Vec::new();
+        for line in source.lines() {
+            let Some(rest) = line.trim().strip_prefix("pub const ") else {
+                continue;
+            };
+            let Some((name, value)) = rest.split_once(": &'static str = ") else {
+                continue;
+            };
+            assert_eq!(
+                value,
+                format!("\"{name}\";"),
+                "{name}'s value is not its name"
+            );
+            names.push(name.to_owned());
+        }
+        assert!(names.len() > 20, "{names:?}");
+        for name in &names {
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "{name} is not in docs/environment.md"
+            );
+        }
+        for word in docs.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("CCCI_") && word.len() > 5 {
+                assert!(
+                    names.iter().any(|n| n == word),
+                    "docs/environment.md names {word}, which env.rs does not"
+                );
+            }
+        }
+        for default in [super::defaults::APP_LOCK_DIR, super::defaults::RUNS_DIR] {
+            assert!(docs.contains(&format!("`{default}`")), "{default}");
+        }
+    }
+}
