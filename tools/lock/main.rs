@@ -77,12 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         );
     }
     let domain = Domain::parse_os(domain)?;
-    let run_id = cli
-        .run_id
-        .or_else(|| non_empty(EnvVars::CCCI_RUN_ID))
-        .or_else(|| non_empty(EnvVars::DRONE_BUILD_NUMBER))
-        .map(|id| RunId::parse_os(&id))
-        .transpose()?;
+    let run_id = RunId::resolve(cli.run_id)?;
     let dir = LockDir::resolve(cli.lock_dir);
     dir.ensure()?;
     // Nested under a ccci-lock of the same domain: we hold it already, through the

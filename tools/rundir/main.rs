@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::time::Duration;
 
 use ccci_core::cli::{emit, emit_bytes, parse_or_exit};
-use ccci_core::env::{EnvVars, canonical_abra_dir, non_empty};
+use ccci_core::env::canonical_abra_dir;
 use ccci_core::exit::Exit;
 use ccci_core::rundir::{RunDir, RunsDir};
 use ccci_core::runid::RunId;
@@ -40,12 +40,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             false => "no command given after `--` (usage: ccci-rundir [OPTIONS] -- <COMMAND>...)",
         });
     }
-    let id = match cli
-        .run_id
-        .or_else(|| non_empty(EnvVars::CCCI_RUN_ID))
-        .or_else(|| non_empty(EnvVars::DRONE_BUILD_NUMBER))
-    {
-        Some(id) => RunId::parse_os(&id)?,
+    let id = match RunId::resolve(cli.run_id)? {
+        Some(id) => id,
         None => RunId::parse(&manual_run_id())?,
     };
     let canonical = canonical_abra_dir(cli.abra_dir).map_err(anyhow::Error::msg)?;

@@ -43,6 +43,17 @@ impl RunId {
         })?)
     }
 
+    /// The run id a tool uses: `option` (a `--run-id`), else `CCCI_RUN_ID`, else Drone's
+    /// `DRONE_BUILD_NUMBER` (empty values count as unset); `None` when there is none.
+    pub fn resolve(option: Option<std::ffi::OsString>) -> Result<Option<RunId>, RunIdError> {
+        use crate::env::{EnvVars, non_empty};
+        option
+            .or_else(|| non_empty(EnvVars::CCCI_RUN_ID))
+            .or_else(|| non_empty(EnvVars::DRONE_BUILD_NUMBER))
+            .map(|id| RunId::parse_os(&id))
+            .transpose()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
