@@ -783,3 +783,57 @@ fn a_docker_listing_that_hangs_ends_the_pass_within_its_bound_touching_nothing()
         "probed after a failed listing"
     );
 }
+
+#[test]
+fn a_live_run_whose_lockfile_was_moved_or_renamed_by_hand_is_left() {
+    // The operator tidies by hand: the held lockfile is moved into a directory under the
+    // lock dir, into the lock dir's parent, or renamed in place. Nothing is "(deleted)",
+    // and a probe of the path would take a fresh lock at once: the janitor must still see
+    // the run, by the moved file's name or by the holder record inside the renamed one.
+    if !swarm::available("a_live_run_whose_lockfile_was_moved_or_renamed_by_hand_is_left") {
+        return;
+    }
+    let mut app = App::new();
+    let moves: [&dyn Fn(&std::path::Path) -> std::path::PathBuf; 3] = [
+        &|l| {
+            let attic = l.parent().unwrap().join("old");
+            fs::create_dir_all(&attic).unwrap();
+            attic.join(l.file_name().unwrap())
+        },
+        &|l| {
+            l.parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join(l.file_name().unwrap())
+        },
+        &|l| l.with_extension("lock.bak"),
+    ];
+    for (i, to) in moves.iter().enumerate() {
+        let d = app.domain(&format!("jv{i}"));
+        fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+        let gate = app.sb.fifo(&format!("gate{i}"));
+        let holder = crate::lock::hold_until(&app.sb, &d, &gate);
+        let lockfile = app.sb.lockfile(&d);
+        let moved = to(&lockfile);
+        fs::rename(&lockfile, &moved).unwrap();
+        let out = pass_within(app.janitor(&only(&[&d]), &["--json"]));
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            app.env_file(&d).exists(),
+            "a live run holding {} was reaped: {err}",
+            moved.display()
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["domains"][0]["result"], "left", "{doc}");
+        // And a new run of the domain waits for it, as for a removed lockfile.
+        let mut newcomer = app.sb.cmd("ccci-lock");
+        newcomer.args(["-n", &d, "--", "true"]);
+        let out = output_within(newcomer);
+        assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+        gate.release();
+        assert!(holder.finish().0.success());
+        let _ = fs::remove_file(&moved);
+    }
+}

@@ -56,6 +56,21 @@ impl Holder {
         }
     }
 
+    /// [`Holder::read`] through a path (`/proc/<pid>/fd/<n>` of another process), opened
+    /// read-only and without blocking (a FIFO must not hang us).
+    pub fn read_path(path: &std::path::Path) -> Option<Holder> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)
+            .ok()?;
+        file.metadata()
+            .ok()?
+            .is_file()
+            .then(|| Holder::read(&file))?
+    }
+
     /// Read the metadata of an open lockfile; `None` when it is empty, half-written or
     /// not ours.
     pub fn read(file: &File) -> Option<Holder> {

@@ -92,7 +92,7 @@ impl LockDir {
         &self,
         locks: &LockTable,
     ) -> io::Result<(HeldUnlinked, Vec<Untraced>)> {
-        let scan = locks.held_unlinked_or_untraced(self.path())?;
+        let scan = locks.held_unlinked_or_untraced(self.path(), &is_lockfile_name)?;
         let held = scan
             .unlinked
             .into_iter()
@@ -104,7 +104,7 @@ impl LockDir {
     /// An error when that cannot be told (see [`LockTable::held_unlinked`]).
     pub fn held_unlinked(&self, locks: &LockTable) -> io::Result<HeldUnlinked> {
         Ok(locks
-            .held_unlinked(self.path())?
+            .held_unlinked(self.path(), &is_lockfile_name)?
             .into_iter()
             .filter_map(|(name, holder)| Some((domain_of(&name)?, holder)))
             .collect())
@@ -118,6 +118,11 @@ pub fn holders_of(held: &[(Domain, OpenBy)], domain: &Domain) -> Vec<OpenBy> {
         .filter(|(d, _)| d == domain)
         .map(|(_, holder)| holder.clone())
         .collect()
+}
+
+/// Whether `name` is a lockfile's: `cc-ci-app-<valid domain>.lock`.
+fn is_lockfile_name(name: &std::ffi::OsStr) -> bool {
+    domain_of(name).is_some()
 }
 
 /// The domain a lockfile's name is for: `cc-ci-app-<valid domain>.lock`.

@@ -13,7 +13,7 @@
 //! where `->` marks a blocked request and the device is `major:minor` in hex.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStringExt;
@@ -95,8 +95,12 @@ impl LockTable {
     ///
     /// An error when the directory or a process cannot be looked at (other than one that
     /// has gone, or one we may not see): "cannot tell" is never "nobody".
-    pub fn held_unlinked(&self, dir: &Path) -> io::Result<Vec<(OsString, OpenBy)>> {
-        Ok(self.scan(dir, false)?.unlinked)
+    pub fn held_unlinked(
+        &self,
+        dir: &Path,
+        lockfile: &dyn Fn(&OsStr) -> bool,
+    ) -> io::Result<Vec<(OsString, OpenBy)>> {
+        Ok(self.scan(dir, lockfile, false)?.unlinked)
     }
 
     /// As [`held_unlinked`](Self::held_unlinked), and also the flocks on `dir`'s device
@@ -104,8 +108,12 @@ impl LockTable {
     /// we cannot see, say): such a lock may be any domain's, and only who cannot reap
     /// wrongly may ignore it. Costs a `stat` of every descriptor of every process when a
     /// lock's placer no longer has it open — for the janitor, not for every acquire.
-    pub fn held_unlinked_or_untraced(&self, dir: &Path) -> io::Result<Scan> {
-        let scan = self.scan(dir, true)?;
+    pub fn held_unlinked_or_untraced(
+        &self,
+        dir: &Path,
+        lockfile: &dyn Fn(&OsStr) -> bool,
+    ) -> io::Result<Scan> {
+        let scan = self.scan(dir, lockfile, true)?;
         if scan.untraced.is_empty() {
             return Ok(scan);
         }
@@ -121,7 +129,7 @@ impl LockTable {
         Ok(Scan { untraced, ..scan })
     }
 
-    fn scan(&self, dir: &Path, trace: bool) -> io::Result<Scan> {
+    fn scan(&self, dir: &Path, lockfile: &dyn Fn(&OsStr) -> bool, trace: bool) -> io::Result<Scan> {
         learn_device(dir);
         let mut scan = Scan::default();
         let meta = match fs::metadata(dir) {
@@ -140,9 +148,16 @@ impl LockTable {
         if on_dev.is_empty() {
             return Ok(scan);
         }
+        // Present: a lockfile under a lockfile's name (`lockfile`), or one of our own
+        // dot-files (`.retire.lock`). A held file there under any other name was renamed
+        // by hand: it is looked into like one removed.
         let mut present: HashSet<u64> = HashSet::new();
         for entry in fs::read_dir(dir)? {
-            present.insert(std::os::unix::fs::DirEntryExt::ino(&entry?));
+            let entry = entry?;
+            let name = entry.file_name();
+            if lockfile(&name) || name.as_encoded_bytes().starts_with(b".") {
+                present.insert(std::os::unix::fs::DirEntryExt::ino(&entry));
+            }
         }
         let missing: HashMap<u64, &Vec<i32>> = on_dev
             .into_iter()
@@ -163,13 +178,13 @@ impl LockTable {
             missing.values().flat_map(|p| p.iter().copied()).collect();
         for pid in placers {
             looked.insert(pid);
-            let fds = open_files(pid, &dir, &missing, true)?;
+            let fds = open_files(pid, &dir, &missing, lockfile, true)?;
             open.extend(fds.open);
             found.extend(fds.unlinked.into_iter().map(|n| (n, OpenBy::of(pid))));
         }
         if missing.keys().any(|ino| !open.contains(ino)) {
             for pid in all_pids()?.filter(|p| !looked.contains(p)) {
-                let fds = open_files(pid, &dir, &missing, trace)?;
+                let fds = open_files(pid, &dir, &missing, lockfile, trace)?;
                 open.extend(fds.open);
                 found.extend(fds.unlinked.into_iter().map(|n| (n, OpenBy::of(pid))));
             }
@@ -291,6 +306,7 @@ fn open_files(
     pid: i32,
     dir: &DirId,
     missing: &HashMap<u64, &Vec<i32>>,
+    lockfile: &dyn Fn(&OsStr) -> bool,
     all: bool,
 ) -> io::Result<OpenFiles> {
     let mut files = OpenFiles {
@@ -313,8 +329,11 @@ fn open_files(
         };
         let target = target.into_os_string().into_vec();
         let deleted = target.strip_suffix(b" (deleted)");
-        // Sockets, pipes and anonymous inodes are no files of a directory.
-        if !target.starts_with(b"/") || (!all && deleted.is_none()) {
+        let shown = PathBuf::from(OsString::from_vec(deleted.unwrap_or(&target).to_vec()));
+        let named_like_ours = shown.file_name().is_some_and(lockfile);
+        // Sockets, pipes and anonymous inodes are no files of a directory. Without `all`,
+        // only what can be a lockfile of ours: removed, or under a lockfile's name.
+        if !target.starts_with(b"/") || (!all && deleted.is_none() && !named_like_ours) {
             continue;
         }
         let Ok(meta) = fs::metadata(fd.path()) else {
@@ -323,22 +342,43 @@ fn open_files(
         if meta.dev() != dir.dev || !missing.contains_key(&meta.ino()) {
             continue;
         }
-        files.open.push(meta.ino());
-        let Some(path) = deleted.map(|p| PathBuf::from(OsString::from_vec(p.to_vec()))) else {
-            continue;
-        };
         // A lockfile others could open is never run on (lockowner.rs): whoever holds one,
-        // removed, is not a run of ours.
+        // removed or moved, is not a run of ours.
         if crate::lockowner::is_loose(&meta) {
+            files.open.push(meta.ino());
             continue;
         }
-        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
-            && (dir.is(pid, parent) || detached(pid, &fd.file_name()))
-        {
-            // A lockfile's name through a mount since detached (`umount -l` of a bind of
-            // the lock dir) says nothing of its directory any more: by its name alone it
-            // is a lockfile of ours (the caller keeps only `cc-ci-app-<domain>.lock`).
+        let (Some(parent), Some(name)) = (shown.parent(), shown.file_name()) else {
+            continue;
+        };
+        // Where the file now is, as far as it can be told: in the lock dir, near it (in a
+        // directory under it, or in its parent: an operator's `mv` to tidy up), or in a
+        // tree since detached (`umount -l` of a bind of the lock dir: the path says
+        // nothing of its directory any more).
+        let in_dir = dir.is(pid, parent);
+        let near = dir.canonical.as_deref().is_some_and(|lock_dir| {
+            parent.starts_with(lock_dir) || lock_dir.parent() == Some(parent)
+        });
+        let detached = detached(pid, &fd.file_name());
+        if (deleted.is_some() || !in_dir) && named_like_ours && (in_dir || near || detached) {
+            // Removed, or moved away, while held: by its name, the domain's (the caller
+            // keeps only `cc-ci-app-<domain>.lock`).
+            files.open.push(meta.ino());
             files.unlinked.push(name.to_owned());
+        } else if in_dir || detached {
+            // Renamed by hand in the lock dir (or removed under another name): the holder
+            // record inside says whose it is; without one, nothing explains it.
+            if let Some(domain) =
+                crate::holder::Holder::read_path(&fd.path()).and_then(|h| h.domain)
+            {
+                files.open.push(meta.ino());
+                files
+                    .unlinked
+                    .push(format!("cc-ci-app-{domain}.lock").into());
+            }
+        } else {
+            // A file elsewhere (another program's lock on this device): explained.
+            files.open.push(meta.ino());
         }
     }
     Ok(files)
@@ -493,6 +533,12 @@ pub fn processes_with_open(path: &std::path::Path) -> Vec<OpenBy> {
 mod tests {
     use super::*;
 
+    /// As lockdir names them.
+    fn lockfile_name(name: &OsStr) -> bool {
+        name.to_str()
+            .is_some_and(|n| n.starts_with("cc-ci-app-") && n.ends_with(".lock"))
+    }
+
     #[test]
     fn finds_granted_flocks_on_the_inode_and_skips_waiters() {
         let dev = nix::sys::stat::makedev(0xfe, 0);
@@ -567,19 +613,27 @@ mod tests {
         fs::remove_file(dir.path().join("cc-ci-app-c.lock")).unwrap();
         let table = LockTable::read().unwrap();
         assert!(
-            table.held_unlinked(dir.path()).unwrap().is_empty(),
+            table
+                .held_unlinked(dir.path(), &lockfile_name)
+                .unwrap()
+                .is_empty(),
             "nothing unlinked yet"
         );
         fs::remove_file(dir.path().join("cc-ci-app-a.lock")).unwrap();
         let table = LockTable::read().unwrap();
-        let found = table.held_unlinked(dir.path()).unwrap();
+        let found = table.held_unlinked(dir.path(), &lockfile_name).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].0, "cc-ci-app-a.lock");
         assert_eq!(found[0].1.pid, std::process::id() as i32);
         // Released: nobody holds it any more.
         drop(held);
         let table = LockTable::read().unwrap();
-        assert!(table.held_unlinked(dir.path()).unwrap().is_empty());
+        assert!(
+            table
+                .held_unlinked(dir.path(), &lockfile_name)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -605,7 +659,12 @@ mod tests {
             .collect();
         let table = LockTable::read().unwrap();
         let start = std::time::Instant::now();
-        assert!(table.held_unlinked(&locks).unwrap().is_empty());
+        assert!(
+            table
+                .held_unlinked(&locks, &lockfile_name)
+                .unwrap()
+                .is_empty()
+        );
         let took = start.elapsed();
         assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
         drop(held);
