@@ -246,17 +246,25 @@ fn group_runs(pgid: Pid) -> bool {
     })
 }
 
-/// A reader that appends everything read to `into`.
+/// How much of one stream [`collect`] keeps. A listing of a busy swarm is a few MB; a
+/// command that prints without end must not eat the host's memory until its bound (the
+/// OOM killer might pick dockerd, or a live run): past this, output is read and dropped,
+/// and what was kept no longer parses — an error naming the command.
+pub const MAX_KEPT: usize = 64 << 20;
+
+/// A reader that appends what it reads to `into`, up to [`MAX_KEPT`] bytes, and drains
+/// the rest (so the command never blocks on a full pipe).
 pub fn collect<R: Read>(into: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> impl FnOnce(R) {
     move |mut pipe: R| {
         let mut buf = [0u8; 8192];
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => into
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(&buf[..n]),
+                Ok(n) => {
+                    let mut kept = into.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = MAX_KEPT.saturating_sub(kept.len()).min(n);
+                    kept.extend(&buf[..room]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
@@ -287,6 +295,14 @@ mod tests {
         let result = running.wait();
         let out = out.lock().unwrap().clone();
         (result, out)
+    }
+
+    #[test]
+    fn output_without_end_is_kept_only_up_to_the_cap_and_still_drained() {
+        let script = format!("head -c {} /dev/zero; echo end >&2", MAX_KEPT + (1 << 20));
+        let (result, out) = captured(&script, Bound::Each(Duration::from_secs(60)));
+        assert!(result.unwrap().success());
+        assert_eq!(out.len(), MAX_KEPT);
     }
 
     #[test]
