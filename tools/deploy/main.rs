@@ -180,8 +180,8 @@ fn up(
         abra.run(&generate)?;
     } else {
         // The app exists: an earlier run made it, maybe only in part (`app new` writes the
-        // .env first, then a step failed or was killed), and its private tree is not this
-        // one. Make what is missing, whatever step it failed at.
+        // .env before any secret is made; a step after it failed or was killed), in a
+        // private tree that is not this one. Make what is missing, whatever step it was.
         if !deploy::recipe_dir(&tree, recipe).is_dir() {
             // abra deploys (and reads the secrets to generate) only from the tree: fetch
             // the recipe the way `app new` would have.
