@@ -155,6 +155,15 @@ fn up(
     deploy::record_deploy(&count_file, domain)
         .with_context(|| format!("cannot count the deploy in {}", count_file.display()))?;
     let env = deploy::env_file(&tree, server, domain);
+    let generate = [
+        "app",
+        "secret",
+        "generate",
+        domain.as_str(),
+        "--all",
+        "--no-input",
+    ]
+    .map(String::from);
     if !env.exists() {
         say!("== deploy: creating app {domain} ({recipe} on {server}) ==");
         let new = [
@@ -168,23 +177,25 @@ fn up(
             "--no-input",
         ];
         abra.run(&new.map(String::from))?;
-        abra.run(
-            &[
-                "app",
-                "secret",
-                "generate",
-                domain.as_str(),
-                "--all",
-                "--no-input",
-            ]
-            .map(String::from),
-        )?;
-    } else if !deploy::recipe_dir(&tree, recipe).is_dir() {
-        // The app exists, but `app new`, which fetched its recipe, ran in an earlier run
-        // whose private tree this is not (it failed after `app new`): abra deploys only
-        // from the tree, so fetch the recipe the way `app new` would have.
-        say!("== deploy: app {domain} exists; fetching its recipe {recipe} into this tree ==");
-        abra.run(&["recipe", "fetch", recipe, "--no-input"].map(String::from))?;
+        abra.run(&generate)?;
+    } else {
+        // The app exists: an earlier run made it, maybe only in part (`app new` writes the
+        // .env before any secret is made; a step after it failed or was killed), in a
+        // private tree that is not this one. Make what is missing, whatever step it was.
+        if !deploy::recipe_dir(&tree, recipe).is_dir() {
+            // abra deploys (and reads the secrets to generate) only from the tree: fetch
+            // the recipe the way `app new` would have.
+            say!("== deploy: app {domain} exists; fetching its recipe {recipe} into this tree ==");
+            abra.run(&["recipe", "fetch", recipe, "--no-input"].map(String::from))?;
+        }
+        let missing = missing_secrets(&docker, &env, &domain.stack_name())?;
+        if !missing.is_empty() {
+            say!(
+                "== deploy: app {domain} exists; generating its missing secrets ({}) ==",
+                missing.join(", ")
+            );
+            abra.run(&generate)?;
+        }
     }
     deploy::apply_sets(&env, sets)
         .with_context(|| format!("cannot apply --set to {}", env.display()))?;
@@ -258,6 +269,28 @@ fn up(
             Ok(Exit::Failure)
         }
     }
+}
+
+/// The secrets the app's `.env` declares that the swarm does not have (a run that failed
+/// or was killed before or during `abra app secret generate` left them unmade).
+fn missing_secrets(
+    docker: &Docker,
+    env: &std::path::Path,
+    stack: &str,
+) -> Result<Vec<String>, Fail> {
+    let declared = deploy::declared_secrets(env, stack)
+        .with_context(|| format!("cannot read the secrets of {}", env.display()))?;
+    if declared.is_empty() {
+        return Ok(declared);
+    }
+    let present: BTreeSet<String> = docker
+        .json_lines_as::<String, _>(&["secret", "ls"], "{{json .Name}}")?
+        .into_iter()
+        .collect();
+    Ok(declared
+        .into_iter()
+        .filter(|s| !present.contains(s))
+        .collect())
 }
 
 fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> {

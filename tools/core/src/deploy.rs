@@ -79,6 +79,37 @@ pub fn recipe_dir(abra_dir: &Path, recipe: &str) -> PathBuf {
     abra_dir.join("recipes").join(recipe)
 }
 
+/// The swarm secrets an app's `.env` says it uses, `<stack>_<name>_<version>`: one per
+/// line `SECRET_<NAME>_VERSION=<version>`, abra's convention (its `.env.sample` has one for
+/// each secret of the recipe; a `# length=32` after the version is abra's modifier, not
+/// part of it). A commented-out line declares nothing; the last line for a name wins.
+pub fn declared_secrets(env: &Path, stack: &str) -> io::Result<Vec<String>> {
+    let text = fs::read_to_string(env)?;
+    let mut versions = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let Some(name) = key
+            .trim()
+            .strip_prefix("SECRET_")
+            .and_then(|k| k.strip_suffix("_VERSION"))
+            .filter(|n| !n.is_empty())
+        else {
+            continue;
+        };
+        let version = value.split('#').next().unwrap_or("").trim();
+        let version = version.trim_matches(|c| c == '"' || c == '\'');
+        if !version.is_empty() {
+            versions.insert(name.to_lowercase(), version.to_owned());
+        }
+    }
+    Ok(versions
+        .into_iter()
+        .map(|(name, version)| format!("{stack}_{name}_{version}"))
+        .collect())
+}
+
 /// Set `KEY=VALUE` in an env file: replace every line that sets KEY (the last one would
 /// win for abra), or append one. Written to a new temporary file beside it (never
 /// through an existing name) with the file's mode, then renamed over, so a reader never
@@ -352,6 +383,26 @@ mod tests {
                 .unwrap();
         assert_eq!(line["domain"], "a.b");
         assert_eq!(line["pid"], std::process::id());
+    }
+
+    #[test]
+    fn declared_secrets_are_the_env_files_secret_versions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = tmp.path().join("a.b.env");
+        fs::write(
+            &env,
+            "TYPE=x\nSECRET_DB_PASSWORD_VERSION=v1\n\
+             SECRET_ADMIN_TOKEN_VERSION=\"v2\" # length=32\n\
+             #SECRET_SMTP_VERSION=v1\nSECRET__VERSION=v1\nSECRET_KEY_VERSION=\n\
+             SECRET_DB_PASSWORD_VERSION=v3\nDOMAIN=a.b\n",
+        )
+        .unwrap();
+        assert_eq!(
+            declared_secrets(&env, "a_b").unwrap(),
+            ["a_b_admin_token_v2", "a_b_db_password_v3"]
+        );
+        fs::write(&env, "TYPE=x\n").unwrap();
+        assert!(declared_secrets(&env, "a_b").unwrap().is_empty());
     }
 
     #[test]
