@@ -739,3 +739,69 @@ fn a_hung_docker_or_abra_ends_up_and_down_by_their_timeout_naming_the_command() 
         }
     }
 }
+
+#[test]
+fn a_killed_deploy_leaves_no_child_of_abra_holding_the_domain_lock() {
+    // ccci-deploy is killed (a cancelled job) while a hung abra runs: abra dies with it
+    // (parent-death signal), but what abra started lives on in its own process group
+    // until something sweeps it (ccci-guard does). It must not hold the domain's lock:
+    // docker and abra never get the lock descriptor ccci-lock handed down.
+    if !swarm::available("a_killed_deploy_leaves_no_child_of_abra_holding_the_domain_lock") {
+        return;
+    }
+    let mut app = App::new();
+    let d = app.domain("tk");
+    let mark = app.sb.path("hang-k.mark");
+    let up = format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 2m");
+    let mut cmd = app.chain("k1", &d, &up);
+    cmd.env("CCCI_ABRA", swarm::hang())
+        .env("HANG_REAL", swarm::abra())
+        .env("HANG_MARK", &mark)
+        .env("HANG_ON", "app deploy *");
+    let bg = crate::support::Background::spawn(cmd);
+    let end = std::time::Instant::now() + DEPLOY_PATIENCE;
+    let hung = loop {
+        let m = std::fs::read_to_string(&mark).unwrap_or_default();
+        if m.starts_with("hung ") {
+            break m;
+        }
+        assert!(std::time::Instant::now() < end, "abra never hung");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pids: Vec<String> = hung.split_whitespace().skip(1).map(str::to_owned).collect();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pids[0])).unwrap();
+    let deploy: i32 = stat
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(deploy),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (status, lines) = bg.finish_within(DEPLOY_PATIENCE);
+    assert!(!status.success(), "{lines:?}");
+    // Whatever of abra's still runs, the domain is free for the next run.
+    let lockfile = app.sb.lockfile(&d);
+    let end = std::time::Instant::now() + crate::support::PATIENCE;
+    while std::fs::File::open(&lockfile)
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+    {
+        let alive: Vec<&String> = pids.iter().filter(|p| swarm::running(p)).collect();
+        assert!(
+            std::time::Instant::now() < end,
+            "the domain lock is still held by what abra left: {alive:?} of {hung:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in pids.iter().filter(|p| swarm::running(p)) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", p.as_str()])
+            .status();
+    }
+}

@@ -96,7 +96,10 @@ fn domain_arg(s: &str) -> Result<Domain, Fail> {
 /// never be counted or made before the lock is taken.
 fn require_lock(domain: &Domain) -> Result<(), Fail> {
     match applock::inherited(&LockDir::resolve(None), domain) {
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(_)) => {
+            keep_locks_from_children();
+            Ok(())
+        }
         // Cannot tell (EMFILE): never act as the holder on a guess.
         Err(e) => Err(Fail(
             Exit::Unavailable,
@@ -108,6 +111,19 @@ fn require_lock(domain: &Domain) -> Result<(), Fail> {
                 "not holding the app lock for {domain} — run under 'ccci-lock {domain} -- ...'"
             ),
         )),
+    }
+}
+
+/// docker and abra never need the app lock, and must not hold it: what a hung abra
+/// started outlives a killed `ccci-deploy` (until the guard sweeps it), and with the
+/// descriptor ccci-lock handed down it would keep the domain held for the next run. So
+/// every descriptor of ours that holds a flock is close-on-exec; we keep it open.
+fn keep_locks_from_children() {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    for (fd, _) in ccci_core::proclocks::our_exclusive_flocks().unwrap_or_default() {
+        // SAFETY: only the flags of a descriptor this process has open are changed.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
 }
 
