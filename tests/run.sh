@@ -19,6 +19,16 @@ need groff groff-base    # ccci-gen's tests render the man pages
 need zsh zsh             # ... and complete in a real zsh
 need mkfs.btrfs btrfs-progs  # a lock dir on btrfs (devices differ from the lock table's)
 need python3 python3     # a guard test launches the guard from a Python thread
+# ... and a janitor test runs Debian's python3 as another user (a pyenv one under /root
+# is out of its reach).
+if [ ! -x /usr/bin/python3 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-minimal >/dev/null
+  else
+    echo "tests/run.sh: /usr/bin/python3 is missing: install the Debian package python3-minimal" >&2
+    exit 1
+  fi
+fi
 
 # The swarm tests need a local dockerd in swarm mode and the test image. As root this
 # sets it up (idempotently); otherwise those tests skip with a reason — except in CI,

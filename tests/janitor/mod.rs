@@ -642,7 +642,8 @@ fn a_lock_no_descriptor_explains_stops_every_reap_and_shows_in_the_metrics() {
         &["--json", "--metrics-file", metrics.to_str().unwrap()],
     ));
     let err = text(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    // Nothing failed, but nothing could be reaped: an operator must look.
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!("cannot prove {d} free, leaving it")),
         "{err}"
@@ -665,10 +666,45 @@ fn a_lock_no_descriptor_explains_stops_every_reap_and_shows_in_the_metrics() {
     );
     gate.release();
     assert!(holder.finish().0.success());
-    // Once it is gone, the same pass reaps D.
+    // Another local user can take a flock the same way on any file of this filesystem it
+    // may read: that cannot be a run (runs are the lock dir's owner's), and must not
+    // stop the host's reaping.
+    let readable = app.sb.path("readable");
+    fs::write(&readable, "x".repeat(4096)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(app.sb.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&readable, fs::Permissions::from_mode(0o644)).unwrap();
+    let gate2 = app.sb.fifo("gate2");
+    fs::set_permissions(&gate2.path, fs::Permissions::from_mode(0o666)).unwrap();
+    let script = script
+        .replace(
+            &app.sb.lockfile(&d).display().to_string(),
+            &readable.display().to_string(),
+        )
+        .replace("os.O_RDWR | os.O_CREAT, 0o600", "os.O_RDONLY")
+        .replace("os.write(fd, b'x' * 4096)\n", "")
+        .replace(
+            &gate.path.display().to_string(),
+            &gate2.path.display().to_string(),
+        );
+    let mut cmd = Command::new("setpriv");
+    // Debian's python3: another user cannot reach a python under root's home (pyenv).
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        &script,
+    ]);
+    let mut other = Background::spawn(cmd);
+    other.wait_for("held");
+    // Once it is gone (and whatever another user holds), the same pass reaps D.
     let out = pass_within(app.janitor(&only(&[&d]), &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!app.env_file(&d).exists(), "{}", text(&out.stderr));
+    gate2.release();
+    assert!(other.finish().0.success());
 }
 
 #[test]

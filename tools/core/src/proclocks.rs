@@ -121,10 +121,16 @@ impl LockTable {
         // held now count.
         let now = LockTable::load()?;
         let dev = fs::metadata(dir)?.dev();
+        // And only locks that may be a run's: one placed by a process still alive whose
+        // user ids are neither root nor ours (another local user, holding some file of
+        // this filesystem it may read) cannot be — runs are started by the lock dir's
+        // owner. Unknown placers (gone, pid 0) may be.
+        let me = nix::unistd::geteuid().as_raw();
         let untraced = scan
             .untraced
             .into_iter()
             .filter(|u| !now.holders_of(dev, u.ino).is_empty())
+            .filter(|u| !u.pids.iter().all(|&pid| placed_by_another_user(pid, me)))
             .collect();
         Ok(Scan { untraced, ..scan })
     }
@@ -399,6 +405,27 @@ fn detached(pid: i32, fd: &std::ffi::OsStr) -> bool {
             .lines()
             .any(|l| l.split_whitespace().next() == Some(mnt_id))
     })
+}
+
+/// Whether `pid` is alive and none of its user ids (real, effective, saved, filesystem)
+/// is root or `me`.
+fn placed_by_another_user(pid: i32, me: u32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let ids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|u| u.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.len() == 4 && ids.iter().all(|&u| u != 0 && u != me)
 }
 
 /// A process that went away while we looked (`ENOENT`, `ESRCH`), or one this user may not
