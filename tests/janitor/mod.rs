@@ -830,7 +830,7 @@ fn a_live_run_whose_lockfile_was_moved_or_renamed_by_hand_is_left() {
         return;
     }
     let mut app = App::new();
-    let moves: [&dyn Fn(&std::path::Path) -> std::path::PathBuf; 3] = [
+    let moves: [&dyn Fn(&std::path::Path) -> std::path::PathBuf; 4] = [
         &|l| {
             let attic = l.parent().unwrap().join("old");
             fs::create_dir_all(&attic).unwrap();
@@ -844,6 +844,14 @@ fn a_live_run_whose_lockfile_was_moved_or_renamed_by_hand_is_left() {
                 .join(l.file_name().unwrap())
         },
         &|l| l.with_extension("lock.bak"),
+        // The whole lock dir moved aside (and a new one made in its place).
+        &|l| {
+            let dir = l.parent().unwrap();
+            let aside = dir.with_extension("old");
+            fs::rename(dir, &aside).unwrap();
+            fs::create_dir(dir).unwrap();
+            aside.join(l.file_name().unwrap())
+        },
     ];
     for (i, to) in moves.iter().enumerate() {
         let d = app.domain(&format!("jv{i}"));
@@ -852,7 +860,9 @@ fn a_live_run_whose_lockfile_was_moved_or_renamed_by_hand_is_left() {
         let holder = crate::lock::hold_until(&app.sb, &d, &gate);
         let lockfile = app.sb.lockfile(&d);
         let moved = to(&lockfile);
-        fs::rename(&lockfile, &moved).unwrap();
+        if !moved.exists() {
+            fs::rename(&lockfile, &moved).unwrap();
+        }
         let out = pass_within(app.janitor(&only(&[&d]), &["--json"]));
         let err = text(&out.stderr);
         assert!(out.status.success(), "{err}");

@@ -357,14 +357,15 @@ fn open_files(
         let (Some(parent), Some(name)) = (shown.parent(), shown.file_name()) else {
             continue;
         };
-        // Where the file now is, as far as it can be told: in the lock dir, near it (in a
-        // directory under it, or in its parent: an operator's `mv` to tidy up), or in a
-        // tree since detached (`umount -l` of a bind of the lock dir: the path says
-        // nothing of its directory any more).
+        // Where the file now is, as far as it can be told: in the lock dir, near it
+        // (anywhere under the lock dir's parent: an operator's `mv` to tidy up, a lock dir
+        // moved aside as `cc-ci.old`), or in a tree since detached (`umount -l` of a bind
+        // of the lock dir: the path says nothing of its directory any more).
         let in_dir = dir.is(pid, parent);
-        let near = dir.canonical.as_deref().is_some_and(|lock_dir| {
-            parent.starts_with(lock_dir) || lock_dir.parent() == Some(parent)
-        });
+        let near = dir
+            .canonical
+            .as_deref()
+            .is_some_and(|lock_dir| lock_dir.parent().is_some_and(|up| parent.starts_with(up)));
         let detached = detached(pid, &fd.file_name());
         if (deleted.is_some() || !in_dir) && named_like_ours && (in_dir || near || detached) {
             // Removed, or moved away, while held: by its name, the domain's (the caller
