@@ -357,15 +357,16 @@ fn open_files(
         let (Some(parent), Some(name)) = (shown.parent(), shown.file_name()) else {
             continue;
         };
-        // Where the file now is, as far as it can be told: in the lock dir, near it
-        // (anywhere under the lock dir's parent: an operator's `mv` to tidy up, a lock dir
-        // moved aside as `cc-ci.old`), or in a tree since detached (`umount -l` of a bind
-        // of the lock dir: the path says nothing of its directory any more).
+        // Where the file now is, as far as it can be told: in the lock dir, near it (an
+        // operator's `mv` to tidy up: under the lock dir, beside it in its parent, or in
+        // the lock dir moved aside as `cc-ci.old`), or in a tree since detached (`umount
+        // -l` of a bind of the lock dir: the path says nothing of its directory any more).
+        // Not anywhere else: other lock dirs on the device (a test's) are not ours.
         let in_dir = dir.is(pid, parent);
         let near = dir
             .canonical
             .as_deref()
-            .is_some_and(|lock_dir| lock_dir.parent().is_some_and(|up| parent.starts_with(up)));
+            .is_some_and(|lock_dir| near(parent, lock_dir));
         let detached = detached(pid, &fd.file_name());
         if (deleted.is_some() || !in_dir) && named_like_ours && (in_dir || near || detached) {
             // Removed, or moved away, while held: by its name, the domain's (the caller
@@ -389,6 +390,25 @@ fn open_files(
         }
     }
     Ok(files)
+}
+
+/// Whether `parent` is where an operator tidying `lock_dir` by hand would have moved a
+/// lockfile: under it, beside it, or under a sibling named after it (`cc-ci.old`).
+fn near(parent: &Path, lock_dir: &Path) -> bool {
+    let (Some(up), Some(name)) = (lock_dir.parent(), lock_dir.file_name()) else {
+        return false;
+    };
+    parent.starts_with(lock_dir)
+        || parent == up
+        || parent
+            .strip_prefix(up)
+            .ok()
+            .and_then(|rest| rest.iter().next())
+            .is_some_and(|first| {
+                first
+                    .as_encoded_bytes()
+                    .starts_with(name.as_encoded_bytes())
+            })
 }
 
 /// Whether `pid`'s descriptor `fd` was opened through a mount that is no longer in its
@@ -615,6 +635,22 @@ mod tests {
         let other = fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
         let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", other.as_raw_fd())).unwrap();
         assert_eq!(exclusive_flock_in_fdinfo(&info), None);
+    }
+
+    #[test]
+    fn a_moved_lockfile_is_near_only_where_an_operator_would_put_it() {
+        let lock_dir = Path::new("/run/lock/cc-ci");
+        for (parent, is_near) in [
+            ("/run/lock/cc-ci/old", true),
+            ("/run/lock", true),
+            ("/run/lock/cc-ci.old", true),
+            ("/run/lock/cc-ci.old/x", true),
+            ("/run/lock/other", false),
+            ("/run", false),
+            ("/tmp/cc-ci", false),
+        ] {
+            assert_eq!(near(Path::new(parent), lock_dir), is_near, "{parent}");
+        }
     }
 
     #[test]
