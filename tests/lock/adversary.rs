@@ -8,29 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Instant;
 
-use super::D;
+use super::{D, NOBODY, as_nobody, old_lockfile, reachable_sandbox};
 use crate::support::{Background, PATIENCE, Sandbox, require_root, wait_until_blocked_on};
-
-const NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
-
-fn as_nobody(shell: &str, script: &str) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args(NOBODY).args([shell, "-c", script]);
-    cmd
-}
-
-fn reachable_sandbox() -> Sandbox {
-    let sb = Sandbox::new();
-    fs::set_permissions(sb.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    sb
-}
-
-/// A lockfile as an older build left it: ours, 0644, openable by anyone.
-fn old_lockfile(path: &std::path::Path) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, "").unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
-}
 
 /// F1: `flock -s` instead of `flock -x` — the foreign check only looks at exclusive
 /// locks, so a shared one by another user blocks every run (75 with -n, forever without).
@@ -43,10 +22,9 @@ fn adv_another_users_shared_flock_on_an_old_lockfile_cannot_block_a_run() {
     sb.abra_servers();
     old_lockfile(&sb.lockfile(D));
     let lockfile = sb.lockfile(D).display().to_string();
-    let mut squatter = Background::spawn(as_nobody(
-        "sh",
-        &format!("exec flock -s '{lockfile}' sh -c 'echo squatting >&2; exec sleep 1000'"),
-    ));
+    let mut squatter = Background::spawn(as_nobody(&format!(
+        "exec flock -s '{lockfile}' sh -c 'echo squatting >&2; exec sleep 1000'"
+    )));
     squatter.wait_for("squatting");
     sb.assert("ccci-lock")
         .args(["-n", D, "--", "true"])
@@ -61,10 +39,9 @@ fn adv_another_users_shared_flock_on_an_old_lockfile_cannot_block_a_run() {
     fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
     old_lockfile(&run.join(".run.lock"));
     let run_lock = run.join(".run.lock").display().to_string();
-    let mut squatter = Background::spawn(as_nobody(
-        "sh",
-        &format!("exec flock -s '{run_lock}' sh -c 'echo squatting >&2; exec sleep 1000'"),
-    ));
+    let mut squatter = Background::spawn(as_nobody(&format!(
+        "exec flock -s '{run_lock}' sh -c 'echo squatting >&2; exec sleep 1000'"
+    )));
     squatter.wait_for("squatting");
     sb.assert("ccci-rundir")
         .args(["--run-id", "r1", "--", "true"])
@@ -177,7 +154,7 @@ fn adv_a_run_that_takes_the_squatted_inode_before_the_exchange_is_not_joined() {
              echo squatting >&2; read x < \"{go}\"; flock -u 3; echo released >&2; exec sleep 1000'",
             go = go.path.display()
         );
-        let mut squatter = Background::spawn(as_nobody("sh", &squatter));
+        let mut squatter = Background::spawn(as_nobody(&squatter));
         squatter.wait_for("squatting");
         let fpid = squatter.pid();
         let mut a = sb.cmd("ccci-lock");
@@ -254,13 +231,10 @@ fn adv_a_foreigner_behind_a_setuid_program_cannot_block_a_run() {
         ]);
         c
     });
-    let mut squatter = Background::spawn(as_nobody(
-        "sh",
-        &format!(
-            "exec 3<'{lockfile}'; flock -x 3; echo squatting >&2; exec su root -c true < '{}'",
-            never.path.display()
-        ),
-    ));
+    let mut squatter = Background::spawn(as_nobody(&format!(
+        "exec 3<'{lockfile}'; flock -x 3; echo squatting >&2; exec su root -c true < '{}'",
+        never.path.display()
+    )));
     squatter.wait_for("squatting");
     // su has started (it holds the descriptor with euid 0) once it asks for the password.
     let pid = squatter.pid();
@@ -294,10 +268,9 @@ fn adv_concurrent_replacers_never_let_two_runs_in() {
         let sb = reachable_sandbox();
         old_lockfile(&sb.lockfile(D));
         let lockfile = sb.lockfile(D).display().to_string();
-        let mut squatter = Background::spawn(as_nobody(
-            "sh",
-            &format!("exec 3<'{lockfile}'; flock -x 3; echo squatting >&2; exec sleep 1000"),
-        ));
+        let mut squatter = Background::spawn(as_nobody(&format!(
+            "exec 3<'{lockfile}'; flock -x 3; echo squatting >&2; exec sleep 1000"
+        )));
         squatter.wait_for("squatting");
         let log = sb.path("log");
         let runs: Vec<_> = (0..4)
@@ -338,13 +311,10 @@ fn adv_a_waiting_run_is_not_left_behind_a_foreigner_that_won_the_release() {
     let lockfile = sb.lockfile(D).display().to_string();
     let arm = sb.fifo("arm");
     fs::set_permissions(&arm.path, fs::Permissions::from_mode(0o666)).unwrap();
-    let mut squatter = Background::spawn(as_nobody(
-        "sh",
-        &format!(
-            "exec 3<'{lockfile}'; echo opened >&2; read x < '{}'; flock -x 3; echo squatting >&2; exec sleep 1000",
-            arm.path.display()
-        ),
-    ));
+    let mut squatter = Background::spawn(as_nobody(&format!(
+        "exec 3<'{lockfile}'; echo opened >&2; read x < '{}'; flock -x 3; echo squatting >&2; exec sleep 1000",
+        arm.path.display()
+    )));
     squatter.wait_for("opened");
     let gate = sb.fifo("release");
     let holder = super::hold_until(&sb, D, &gate);

@@ -46,3 +46,29 @@ pub fn hold_until(sb: &Sandbox, domain: &str, gate: &Gate) -> Background {
         &format!("read x < '{}'", gate.path.display()),
     )
 }
+
+/// `setpriv` arguments for uid/gid 65534 with no groups: "another local user".
+pub const NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+
+/// `sh -c script` as [`NOBODY`].
+pub fn as_nobody(script: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(NOBODY).args(["sh", "-c", script]);
+    cmd
+}
+
+/// A sandbox another user can reach (tempdirs are 0700).
+pub fn reachable_sandbox() -> Sandbox {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    std::fs::set_permissions(sb.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    sb
+}
+
+/// A lockfile as an older build left it: ours, 0644, openable by anyone.
+pub fn old_lockfile(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, "").unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}

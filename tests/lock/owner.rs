@@ -3,33 +3,11 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::Command;
 
 use predicates::prelude::*;
 
-use super::D;
-use crate::support::{Background, Sandbox, require_root};
-
-/// `cmd` as uid/gid 65534 with no groups: "another local user".
-fn as_nobody(script: &str) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "sh",
-        "-c",
-        script,
-    ]);
-    cmd
-}
-
-/// A sandbox another user can reach (tempdirs are 0700).
-fn reachable_sandbox() -> Sandbox {
-    let sb = Sandbox::new();
-    fs::set_permissions(sb.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    sb
-}
+use super::{D, as_nobody, old_lockfile, reachable_sandbox};
+use crate::support::{Background, require_root};
 
 fn mode(path: &std::path::Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o7777
@@ -97,10 +75,8 @@ fn an_old_0644_lockfile_held_by_another_user_is_retired() {
 
 fn squatted_lockfile_is_replaced(kind: &str) {
     let sb = reachable_sandbox();
-    fs::create_dir_all(sb.lock_dir()).unwrap();
     // As an older build left it: ours, 0644, so anyone may open it read-only.
-    fs::write(sb.lockfile(D), "").unwrap();
-    fs::set_permissions(sb.lockfile(D), fs::Permissions::from_mode(0o644)).unwrap();
+    old_lockfile(&sb.lockfile(D));
     let old = fs::metadata(sb.lockfile(D)).unwrap().ino();
     let lockfile = sb.lockfile(D).display().to_string();
     let mut squatter = Background::spawn(as_nobody(&format!(
@@ -143,9 +119,7 @@ fn another_users_descriptor_opened_before_the_chmod_cannot_block_a_run() {
         return;
     }
     let sb = reachable_sandbox();
-    fs::create_dir_all(sb.lock_dir()).unwrap();
-    fs::write(sb.lockfile(D), "").unwrap();
-    fs::set_permissions(sb.lockfile(D), fs::Permissions::from_mode(0o644)).unwrap();
+    old_lockfile(&sb.lockfile(D));
     let lockfile = sb.lockfile(D).display().to_string();
     let go = sb.path("go");
     fs::write(&go, "").unwrap();
@@ -178,9 +152,7 @@ fn another_user_holding_a_lockfile_removed_by_hand_is_not_waited_for() {
         return;
     }
     let sb = reachable_sandbox();
-    fs::create_dir_all(sb.lock_dir()).unwrap();
-    fs::write(sb.lockfile(D), "").unwrap();
-    fs::set_permissions(sb.lockfile(D), fs::Permissions::from_mode(0o644)).unwrap();
+    old_lockfile(&sb.lockfile(D));
     let lockfile = sb.lockfile(D).display().to_string();
     let mut squatter = Background::spawn(as_nobody(&format!(
         "exec flock -x '{lockfile}' sh -c 'echo squatting >&2; exec sleep 1000'"
@@ -208,10 +180,8 @@ fn runs_that_retire_one_old_lockfile_at_once_never_overlap() {
     let log = sb.path("log");
     for round in 0..25 {
         let d = format!("r{round}.example");
-        fs::create_dir_all(sb.lock_dir()).unwrap();
         let lockfile = sb.lockfile(&d);
-        fs::write(&lockfile, "").unwrap();
-        fs::set_permissions(&lockfile, fs::Permissions::from_mode(0o644)).unwrap();
+        old_lockfile(&lockfile);
         let mut squatter = Background::spawn(as_nobody(&format!(
             "exec flock -x '{}' sh -c 'echo squatting >&2; exec sleep 1000'",
             lockfile.display()
@@ -246,9 +216,7 @@ fn retirers_take_turns_on_the_lock_dirs_retire_lock() {
         return;
     }
     let sb = reachable_sandbox();
-    fs::create_dir_all(sb.lock_dir()).unwrap();
-    fs::write(sb.lockfile(D), "").unwrap();
-    fs::set_permissions(sb.lockfile(D), fs::Permissions::from_mode(0o644)).unwrap();
+    old_lockfile(&sb.lockfile(D));
     let old = fs::metadata(sb.lockfile(D)).unwrap().ino();
     let turn = {
         use std::os::unix::fs::OpenOptionsExt;

@@ -168,12 +168,7 @@ pub fn parse_set(s: &str) -> Result<(String, String), String> {
 
 /// Refuse a server name that is not one path component (`--server /etc`, `..`).
 pub fn parse_server(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 253
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let ok = is_plain_name(s) && s != "." && s != "..";
     if ok {
         Ok(s.to_owned())
     } else {
@@ -183,14 +178,18 @@ pub fn parse_server(s: &str) -> Result<String, String> {
     }
 }
 
+/// 1–253 of letters, digits, `.`, `_`, `-`: what a server or recipe name may be made of.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Refuse a recipe name that is not one path component: it names a directory of the
 /// abra tree (`recipes/<recipe>`), and abra would read `-x` as an option.
 pub fn parse_recipe(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 253
-        && !s.starts_with(['-', '.'])
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let ok = is_plain_name(s) && !s.starts_with(['-', '.']);
     if ok {
         Ok(s.to_owned())
     } else {
