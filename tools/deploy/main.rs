@@ -10,16 +10,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ccci_core::cli::{emit, parse_or_exit};
-use ccci_core::convergence::{self, Outcome};
+use ccci_core::deploy::convergence::{self, Outcome};
+use ccci_core::deploy::teardown::{Removed, Teardown, TeardownError};
 use ccci_core::deploy::{self, Abra, AbraError};
-use ccci_core::docker::{Docker, DockerError};
 use ccci_core::domain::Domain;
 use ccci_core::env::{EnvVars, non_empty};
 use ccci_core::exit::Exit;
-use ccci_core::lockdir::LockDir;
+use ccci_core::lock::applock;
+use ccci_core::lock::lockdir::LockDir;
+use ccci_core::swarm::docker::{Docker, DockerError};
 use ccci_core::swarm::{Inventory, StackResources};
-use ccci_core::teardown::{Removed, Teardown, TeardownError};
-use ccci_core::{applock, diag, duration, say};
+use ccci_core::{diag, duration, say};
 use cli::{Cli, Cmd, TOOL};
 
 /// A failure with the status it exits with.
@@ -120,7 +121,7 @@ fn require_lock(domain: &Domain) -> Result<(), Fail> {
 /// every descriptor of ours that holds a flock is close-on-exec; we keep it open.
 fn keep_locks_from_children() {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-    for (fd, _) in ccci_core::proclocks::our_exclusive_flocks().unwrap_or_default() {
+    for (fd, _) in ccci_core::lock::proclocks::our_exclusive_flocks().unwrap_or_default() {
         // SAFETY: only the flags of a descriptor this process has open are changed.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
@@ -347,13 +348,13 @@ fn status(domain: &Domain, json: bool) -> Result<Exit, Fail> {
     let servers = abra_dir()?.join("servers");
     let inventory = Inventory::collect(&docker)?;
     let mut known = inventory.labelled_stacks();
-    known.extend(ccci_core::teardown::known_stacks(
+    known.extend(ccci_core::deploy::teardown::known_stacks(
         &servers,
         Some(&LockDir::resolve(None)),
     ));
     let stack = domain.stack_name();
     let res: StackResources = inventory.of(&stack, &known);
-    let envs = ccci_core::teardown::env_files(&servers, domain);
+    let envs = ccci_core::deploy::teardown::env_files(&servers, domain);
     if json {
         let doc = serde_json::json!({
             "version": 1, "domain": domain.as_str(), "stack": stack,

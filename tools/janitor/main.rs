@@ -5,14 +5,14 @@ mod cli;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ccci_core::bounded::{self, Bound};
+use ccci_core::child::bounded::{self, Bound};
 use ccci_core::cli::{emit, parse_or_exit};
-use ccci_core::docker::{Docker, DockerError};
 use ccci_core::env::{EnvVars, canonical_abra_dir, non_empty};
 use ccci_core::exit::Exit;
 use ccci_core::janitor::Janitor;
-use ccci_core::janitor_report::{Report, write_atomically};
-use ccci_core::lockdir::LockDir;
+use ccci_core::janitor::report::{Report, write_atomically};
+use ccci_core::lock::lockdir::LockDir;
+use ccci_core::swarm::docker::{Docker, DockerError};
 use ccci_core::{diag, say, timefmt};
 use cli::{Cli, TOOL};
 use regex::Regex;

@@ -9,16 +9,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use ccci_core::applock::{Acquisition, AppLock, Wait, WaitEvent};
+use ccci_core::child::exec;
 use ccci_core::cli::{emit, parse_or_exit};
 use ccci_core::domain::Domain;
 use ccci_core::env::{EnvVars, non_empty};
 use ccci_core::exit::Exit;
-use ccci_core::holder::{Holder, describe, pid_and_run};
-use ccci_core::lockdir::LockDir;
-use ccci_core::proclocks::OpenBy;
-use ccci_core::runid::RunId;
-use ccci_core::{diag, duration, exec, lockstatus, say, wrapper_main};
+use ccci_core::lock::applock::{Acquisition, AppLock, Wait, WaitEvent};
+use ccci_core::lock::holder::{Holder, describe, pid_and_run};
+use ccci_core::lock::lockdir::LockDir;
+use ccci_core::lock::lockstatus;
+use ccci_core::lock::proclocks::OpenBy;
+use ccci_core::run::runid::RunId;
+use ccci_core::{diag, duration, say, wrapper_main};
 use cli::{Cli, TOOL};
 
 wrapper_main!(lock_main);
@@ -82,7 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     dir.ensure()?;
     // Nested under a ccci-lock of the same domain: we hold it already, through the
     // descriptor we inherited. Waiting would be waiting for ourselves, forever.
-    let inherited = ccci_core::applock::inherited(&dir, &domain)
+    let inherited = ccci_core::lock::applock::inherited(&dir, &domain)
         .with_context(|| format!("cannot tell whether this run already holds {domain}"))?;
     if let Some(fd) = inherited {
         if !cli.quiet {
@@ -202,7 +204,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 fn who(holders: &[OpenBy]) -> String {
     let who: Vec<String> = holders
         .iter()
-        .map(|h| format!("pid {} ({})", h.pid, ccci_core::holder::plain(&h.comm)))
+        .map(|h| {
+            format!(
+                "pid {} ({})",
+                h.pid,
+                ccci_core::lock::holder::plain(&h.comm)
+            )
+        })
         .collect();
     who.join(", ")
 }

@@ -6,12 +6,14 @@ mod cli;
 use std::ffi::{OsStr, OsString};
 use std::time::Duration;
 
+use ccci_core::child::exec;
 use ccci_core::cli::{emit, emit_bytes, parse_or_exit};
 use ccci_core::env::canonical_abra_dir;
 use ccci_core::exit::Exit;
-use ccci_core::rundir::{RunDir, RunsDir};
-use ccci_core::runid::RunId;
-use ccci_core::{diag, duration, exec, rungc, say, wrapper_main};
+use ccci_core::run::rundir::{RunDir, RunsDir};
+use ccci_core::run::rungc;
+use ccci_core::run::runid::RunId;
+use ccci_core::{diag, duration, say, wrapper_main};
 use cli::{Cli, Gc, TOOL};
 
 wrapper_main!(rundir_main);

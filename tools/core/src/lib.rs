@@ -3,38 +3,32 @@
 //! Every tool is a thin `main.rs` over these modules, one concern each, so that the
 //! lock protocol, the exit statuses and the names of the environment variables exist in
 //! exactly one place: two tools that disagreed about any of them would not exclude each
-//! other.
+//! other. A folder per concern (docs/decisions.md "Where things live"):
+//!
+//! * [`lock`]: the app lock — its protocol, directory, owner rule, probe, and what the
+//!   kernel says about who holds it;
+//! * [`run`]: run ids, run directories and their gc;
+//! * [`guard`]: supervising one command to a deadline, and reporting how it ended;
+//! * [`child`]: starting, bounding, finding and killing child processes;
+//! * [`swarm`]: the docker CLI and what exists on the swarm;
+//! * [`deploy`]: deploying an app, waiting for convergence, tearing it down;
+//! * [`janitor`]: one reaping pass and its report;
+//! * [`files`]: careful file-system operations (atomic writes, contained removal,
+//!   shared directories);
+//! * and the command-line edge every tool shares: [`cli`], [`env`], [`exit`],
+//!   [`domain`], [`duration`], [`timefmt`].
 
-pub mod applock;
-pub mod atomic;
-pub mod bounded;
 pub mod child;
 pub mod cli;
-pub mod convergence;
 pub mod deploy;
-pub mod docker;
 pub mod domain;
 pub mod duration;
-pub mod ending;
 pub mod env;
-pub mod exec;
 pub mod exit;
-pub mod guard_log;
-pub mod guard_report;
-pub mod holder;
+pub mod files;
+pub mod guard;
 pub mod janitor;
-pub mod janitor_report;
-pub mod lockdir;
-pub mod lockowner;
-pub mod lockstatus;
-pub mod proclocks;
-pub mod removal;
-
-pub mod rundir;
-pub mod rungc;
-pub mod runid;
-pub mod shareddir;
-pub mod supervise;
+pub mod lock;
+pub mod run;
 pub mod swarm;
-pub mod teardown;
 pub mod timefmt;

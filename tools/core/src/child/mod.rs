@@ -14,6 +14,8 @@
 //! * [`sweep`] — TERM, grace, KILL for everything still alive after the command;
 //! * [`reap`] — `waitpid(-1, WNOHANG)` until nothing is left to collect.
 
+pub mod bounded;
+pub mod exec;
 pub mod spawn;
 pub mod sweep;
 pub mod tree;

@@ -190,7 +190,7 @@ pub fn spawn(argv: &[OsString], inherited: &Inherited) -> Result<Pid, SpawnError
             let errno = Errno::from_raw(i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]));
             Err(match buf[0] {
                 0 => {
-                    let (reason, status) = crate::exec::failure(&argv[0], errno);
+                    let (reason, status) = crate::child::exec::failure(&argv[0], errno);
                     SpawnError::Exec {
                         status,
                         reason,

@@ -10,7 +10,7 @@ use crate::child::Ended;
 use serde::Serialize;
 
 use crate::child::{signal_name, signo_name};
-use crate::ending::{Cause, Ending};
+use crate::guard::ending::{Cause, Ending};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -91,11 +91,11 @@ impl Report {
         }
     }
 
-    /// Write to `path` atomically (see [`crate::atomic::write`]), readable by all.
+    /// Write to `path` atomically (see [`crate::files::atomic::write`]), readable by all.
     pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
         let mut json = serde_json::to_vec(self)?;
         json.push(b'\n');
-        crate::atomic::write(path, &json, 0o644)
+        crate::files::atomic::write(path, &json, 0o644)
     }
 }
 
@@ -103,7 +103,7 @@ impl Report {
 mod tests {
     use super::*;
     use crate::child::Leftover;
-    use crate::ending::Termination;
+    use crate::guard::ending::Termination;
     use nix::sys::signal::Signal;
     use nix::unistd::Pid;
     use std::fs;

@@ -1,5 +1,10 @@
 //! The pieces of `ccci-deploy up` that are not the swarm's: the deploy counter, the
 //! app's `.env` file, and running abra.
+//!
+//! [`convergence`] waits for a deployed stack to settle; [`teardown`] removes an app whole.
+
+pub mod convergence;
+pub mod teardown;
 
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
@@ -11,7 +16,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bounded::{self, Bound, RunError};
+use crate::child::bounded::{self, Bound, RunError};
 use crate::domain::Domain;
 use crate::env::{EnvVars, non_empty};
 use crate::timefmt;
@@ -144,7 +149,7 @@ pub fn apply_sets(env: &Path, sets: &[(String, String)]) -> io::Result<()> {
     }
     // abra reads it while we write: whole or not at all, its mode kept.
     let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
-    crate::atomic::write(env, (lines.join("\n") + "\n").as_bytes(), mode & 0o7777)
+    crate::files::atomic::write(env, (lines.join("\n") + "\n").as_bytes(), mode & 0o7777)
 }
 
 /// Parse `--set KEY=VALUE`: KEY a shell-style name, VALUE on one line.
@@ -255,7 +260,7 @@ impl Abra {
         }
     }
 
-    /// The same abra, every call ending by `deadline` ([`crate::bounded`]).
+    /// The same abra, every call ending by `deadline` ([`crate::child::bounded`]).
     pub fn until(self, deadline: Instant) -> Abra {
         Abra {
             bound: Bound::Until(deadline),

@@ -29,11 +29,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::applock::{self, Probe, Verified, Wait};
 use crate::duration;
-use crate::holder::pid_and_run;
-use crate::rundir::{RUN_LOCK, RunsDir};
-use crate::runid::RunId;
+use crate::lock::applock::{self, Probe, Verified, Wait};
+use crate::lock::holder::pid_and_run;
+use crate::run::rundir::{RUN_LOCK, RunsDir};
+use crate::run::runid::RunId;
 
 const TRASH_PREFIX: &str = "gc~";
 
@@ -225,7 +225,7 @@ fn remove_if_free(
     };
     // For people reading the lock, and the fallback by which a run of this id knows to
     // wait for us when the kernel's lock table cannot be read (see rundir).
-    let holder = crate::holder::Holder::new_for_this_process(None, None, GC_TOOL, vec![]);
+    let holder = crate::lock::holder::Holder::new_for_this_process(None, None, GC_TOOL, vec![]);
     let _ = holder.write(&file);
     if let Some(limit) = older_than {
         let idle = idle_for(path);
@@ -248,7 +248,7 @@ fn remove_if_free(
         }
         trash
     };
-    let removed = crate::removal::remove_tree(&trash);
+    let removed = crate::files::removal::remove_tree(&trash);
     drop(file); // released only now: the run is gone
     Ok(match removed {
         Ok(()) => Fate::Removed,

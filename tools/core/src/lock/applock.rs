@@ -29,10 +29,10 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::libc;
 
 use crate::domain::Domain;
-use crate::holder::Holder;
-use crate::lockdir::LockDir;
-use crate::lockowner;
-use crate::proclocks::OpenBy;
+use crate::lock::holder::Holder;
+use crate::lock::lockdir::LockDir;
+use crate::lock::lockowner;
+use crate::lock::proclocks::OpenBy;
 
 /// How many times a lockfile may be found replaced under us before we give up: each
 /// replacement needs a janitor pass, so a hundred in a row means something is wrong.
@@ -407,7 +407,7 @@ pub fn warn_retired(tool: &str) -> impl FnMut(WaitEvent<'_>) + '_ {
 /// run holding the fresh lockfile. (Step 6 of [`AppLock::acquire`] keeps that case from
 /// deadlocking instead: a newcomer waits for us without holding the fresh lockfile.)
 pub fn inherited(dir: &LockDir, domain: &Domain) -> io::Result<Option<RawFd>> {
-    let locked = crate::proclocks::our_exclusive_flocks()?;
+    let locked = crate::lock::proclocks::our_exclusive_flocks()?;
     let Ok(named) = fs::symlink_metadata(dir.lockfile(domain)) else {
         return Ok(None);
     };
@@ -429,11 +429,11 @@ pub fn inherited(dir: &LockDir, domain: &Domain) -> io::Result<Option<RawFd>> {
 pub fn unlinked_holders(
     dir: &LockDir,
     domain: &Domain,
-) -> io::Result<Vec<crate::proclocks::OpenBy>> {
-    let table = crate::proclocks::LockTable::load()?;
+) -> io::Result<Vec<crate::lock::proclocks::OpenBy>> {
+    let table = crate::lock::proclocks::LockTable::load()?;
     let of_domain =
-        |table: &crate::proclocks::LockTable| -> io::Result<Vec<crate::proclocks::OpenBy>> {
-            Ok(crate::lockdir::holders_of(
+        |table: &crate::lock::proclocks::LockTable| -> io::Result<Vec<crate::lock::proclocks::OpenBy>> {
+            Ok(crate::lock::lockdir::holders_of(
                 &dir.held_unlinked(table)?,
                 domain,
             ))
@@ -449,11 +449,11 @@ pub fn unlinked_holders(
 /// table agrees that pid holds it; when it names another pid (the metadata is a past
 /// holder's: the current one, e.g. `flock(1)`, wrote none), just that pid.
 pub fn holder_of(file: &File) -> Option<Holder> {
-    holder_in(file, crate::proclocks::LockTable::read().as_ref())
+    holder_in(file, crate::lock::proclocks::LockTable::read().as_ref())
 }
 
 /// As [`holder_of`], with a lock table read once for many lockfiles.
-pub fn holder_in(file: &File, table: Option<&crate::proclocks::LockTable>) -> Option<Holder> {
+pub fn holder_in(file: &File, table: Option<&crate::lock::proclocks::LockTable>) -> Option<Holder> {
     let written = Holder::read(file);
     let Some(pids) = table.zip(file.metadata().ok()).map(|(t, m)| t.holders(&m)) else {
         return written;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::deploy::teardown::Removed;
 use crate::domain::Domain;
 use crate::duration;
-use crate::holder::{Holder, pid_and_run};
-use crate::proclocks::{OpenBy, Untraced};
-use crate::teardown::Removed;
+use crate::lock::holder::{Holder, pid_and_run};
+use crate::lock::proclocks::{OpenBy, Untraced};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -289,7 +289,7 @@ impl Report<'_> {
 
 /// Write `content` to `path` atomically, so node_exporter never reads half a file.
 pub fn write_atomically(path: &Path, content: &str) -> io::Result<()> {
-    crate::atomic::write(path, content.as_bytes(), 0o644)
+    crate::files::atomic::write(path, content.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

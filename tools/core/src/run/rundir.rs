@@ -29,11 +29,11 @@ use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 
-use crate::applock::{self, LockError, Verified, Wait};
 use crate::env::EnvVars;
-use crate::holder::Holder;
-use crate::runid::RunId;
-use crate::shareddir::{SharedDir, SharedDirError};
+use crate::files::shareddir::{SharedDir, SharedDirError};
+use crate::lock::applock::{self, LockError, Verified, Wait};
+use crate::lock::holder::Holder;
+use crate::run::runid::RunId;
 
 pub const RUN_LOCK: &str = ".run.lock";
 
@@ -61,7 +61,7 @@ impl RunsDir {
     pub fn ensure(&self) -> Result<(), SharedDirError> {
         self.dir.ensure()?;
         // How the lock table names this filesystem, to tell gc's holds from a run's.
-        crate::proclocks::learn_device(self.path());
+        crate::lock::proclocks::learn_device(self.path());
         Ok(())
     }
 
@@ -197,7 +197,7 @@ impl RunDir {
 /// vanished directory, which is then created afresh.
 fn lock_run(root: &Path, path: &Path, id: &RunId) -> Result<File, RunDirError> {
     let lockfile = path.join(RUN_LOCK);
-    let gc_lock = root.join(crate::rungc::GC_LOCK);
+    let gc_lock = root.join(crate::run::rungc::GC_LOCK);
     for _ in 0..applock::MAX_REOPENS {
         match fs::DirBuilder::new().mode(0o755).create(path) {
             Ok(()) => match fs::set_permissions(path, fs::Permissions::from_mode(0o755)) {
@@ -267,11 +267,12 @@ enum HeldBy {
 /// any run lock and keeps it until after. gc's own record, when the kernel agrees it is
 /// the holder's, says so too, and is all there is when the lock table cannot be read.
 fn held_by(file: &File, gc_lock: &Path) -> HeldBy {
-    let table = crate::proclocks::LockTable::read();
+    let table = crate::lock::proclocks::LockTable::read();
     let record = applock::holder_in(file, table.as_ref());
-    let gc_says_so = record.as_ref().and_then(|h| h.tool.as_deref()) == Some(crate::rungc::GC_TOOL);
+    let gc_says_so =
+        record.as_ref().and_then(|h| h.tool.as_deref()) == Some(crate::run::rungc::GC_TOOL);
     let run = |record: Option<Holder>| HeldBy::Run {
-        pid: crate::holder::pid_and_run(record.as_ref()).0,
+        pid: crate::lock::holder::pid_and_run(record.as_ref()).0,
     };
     let Some(table) = table else {
         return if gc_says_so { HeldBy::Gc } else { run(record) };
@@ -313,7 +314,7 @@ fn fresh_dir(path: &Path, empty: bool) -> Result<(), RunDirError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => {
             if empty {
-                crate::removal::empty_dir(path).map_err(io_err("empty", path))?;
+                crate::files::removal::empty_dir(path).map_err(io_err("empty", path))?;
             }
             return Ok(());
         }

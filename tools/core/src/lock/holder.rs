@@ -100,7 +100,7 @@ impl Holder {
                 .filter(|d| crate::domain::Domain::parse(d).is_ok()),
             run_id: self
                 .run_id
-                .filter(|r| crate::runid::RunId::parse(r).is_ok()),
+                .filter(|r| crate::run::runid::RunId::parse(r).is_ok()),
             host: text(self.host),
             started_at: text(self.started_at),
             tool: text(self.tool),

@@ -13,6 +13,10 @@
 //! guessing a stack could claim a live app's secret under the wrong lock. It is reaped
 //! with its app (longest-prefix rule), whose `.env` outlives it: teardown removes the
 //! `.env` last, and `abra app new` writes it before any secret exists.
+//!
+//! [`report`] is what a pass says: lines, JSON, metrics.
+
+pub mod report;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,15 +24,15 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use crate::applock::{self, LockError, Verified, Wait};
-use crate::docker::{Docker, DockerError};
+use crate::deploy::teardown::{self, Teardown};
 use crate::domain::Domain;
-use crate::holder::Holder;
-use crate::janitor_report::{DomainReport, Outcome};
-use crate::lockdir::LockDir;
-use crate::proclocks::{LockTable, Untraced};
+use crate::janitor::report::{DomainReport, Outcome};
+use crate::lock::applock::{self, LockError, Verified, Wait};
+use crate::lock::holder::Holder;
+use crate::lock::lockdir::LockDir;
+use crate::lock::proclocks::{LockTable, Untraced};
 use crate::swarm::Inventory;
-use crate::teardown::{self, Teardown};
+use crate::swarm::docker::{Docker, DockerError};
 
 pub struct Janitor<'a> {
     pub docker: &'a Docker,
@@ -122,7 +126,7 @@ impl Janitor<'_> {
                     continue;
                 }
             };
-            let holders = crate::lockdir::holders_of(unlinked, domain);
+            let holders = crate::lock::lockdir::holders_of(unlinked, domain);
             let report = if holders.is_empty() {
                 let probe = Probe {
                     inventory: &inventory,
@@ -218,7 +222,7 @@ impl Janitor<'_> {
         } else {
             Vec::new()
         };
-        let holders = crate::lockdir::holders_of(&holders, domain);
+        let holders = crate::lock::lockdir::holders_of(&holders, domain);
         if !holders.is_empty() {
             // The lockfile our probe made: held and verified, it goes as a tidy's would.
             let _ = lock.remove_lockfile();
@@ -279,7 +283,7 @@ impl Janitor<'_> {
         report.holder = holder;
         if report.stale {
             let me = std::process::id() as i32; // our own probe has it open too
-            report.open_by = crate::proclocks::processes_with_open(path)
+            report.open_by = crate::lock::proclocks::processes_with_open(path)
                 .into_iter()
                 .filter(|o| o.pid != me)
                 .collect();

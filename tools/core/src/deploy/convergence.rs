@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::docker::{Docker, DockerError};
+use crate::swarm::docker::{Docker, DockerError};
 use crate::swarm::{self, Service};
 
 const FIRST_POLL: Duration = Duration::from_millis(500);

@@ -5,7 +5,7 @@
 //! splitting columns. "The daemon cannot be reached" is told apart from every other
 //! failure, because a tool that cannot see the swarm must stop (69) rather than guess.
 //!
-//! Every call is bounded ([`crate::bounded`]): a docker that hangs is killed when what
+//! Every call is bounded ([`crate::child::bounded`]): a docker that hangs is killed when what
 //! is left of the tool's `--timeout` runs out, and reported naming the command.
 
 use std::ffi::{OsStr, OsString};
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
-use crate::bounded::{self, Bound, RunError};
+use crate::child::bounded::{self, Bound, RunError};
 use crate::env::{EnvVars, non_empty};
 
 /// How docker says it cannot reach its daemon (or may not: a socket we lack permission

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::docker::{Docker, DockerError};
 use crate::domain::Domain;
+use crate::swarm::docker::{Docker, DockerError};
 use crate::swarm::{Inventory, NAMESPACE};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -96,7 +96,7 @@ pub struct Teardown<'a> {
     /// after every listing, on top of these: an app created since (its `.env` and lock
     /// appear before any of its secrets) must never lose a secret to a shorter name.
     pub known: BTreeSet<String>,
-    pub lock_dir: Option<crate::lockdir::LockDir>,
+    pub lock_dir: Option<crate::lock::lockdir::LockDir>,
     /// How long to wait for containers to go and volumes to come free.
     pub timeout: Duration,
 }
@@ -290,7 +290,7 @@ pub fn env_domains(servers: &Path) -> Vec<Domain> {
 /// Stack names known from `.env` files and lockfiles.
 pub fn known_stacks(
     servers: &Path,
-    lock_dir: Option<&crate::lockdir::LockDir>,
+    lock_dir: Option<&crate::lock::lockdir::LockDir>,
 ) -> BTreeSet<String> {
     let mut known: BTreeSet<String> = env_domains(servers)
         .iter()
@@ -359,7 +359,7 @@ mod tests {
         let servers = tmp.path().join("servers");
         fs::create_dir_all(servers.join("default")).unwrap();
         fs::write(servers.join("default/a.b.c.env"), "").unwrap();
-        let locks = crate::lockdir::LockDir::new(tmp.path().join("locks"));
+        let locks = crate::lock::lockdir::LockDir::new(tmp.path().join("locks"));
         locks.ensure().unwrap();
         let docker = Docker::from_env();
         let ab = Domain::parse("a.b").unwrap();

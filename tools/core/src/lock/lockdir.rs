@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::Domain;
 use crate::env::EnvVars;
-use crate::proclocks::{LockTable, OpenBy, Untraced};
-use crate::shareddir::{SharedDir, SharedDirError};
+use crate::files::shareddir::{SharedDir, SharedDirError};
+use crate::lock::proclocks::{LockTable, OpenBy, Untraced};
 
 const PREFIX: &str = "cc-ci-app-";
 
@@ -52,7 +52,7 @@ impl LockDir {
     /// Make sure the directory exists (mode 0755) and is safe to put lockfiles in.
     pub fn ensure(&self) -> Result<(), SharedDirError> {
         self.dir.ensure()?;
-        crate::proclocks::learn_device(self.path());
+        crate::lock::proclocks::learn_device(self.path());
         Ok(())
     }
 
@@ -60,7 +60,7 @@ impl LockDir {
     pub fn check_existing(&self) -> Result<bool, SharedDirError> {
         let exists = self.dir.check_existing()?;
         if exists {
-            crate::proclocks::learn_device(self.path());
+            crate::lock::proclocks::learn_device(self.path());
         }
         Ok(exists)
     }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::applock::{self, LockError, Probe};
 use crate::domain::Domain;
-use crate::holder::Holder;
-use crate::lockdir::LockDir;
-use crate::proclocks::{LockTable, OpenBy};
+use crate::lock::applock::{self, LockError, Probe};
+use crate::lock::holder::Holder;
+use crate::lock::lockdir::LockDir;
+use crate::lock::proclocks::{LockTable, OpenBy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,7 +66,7 @@ fn probe(dir: &LockDir, domain: &Domain, unlinked: &Unlinked) -> LockReport {
             ));
         }
         Ok(unlinked) => {
-            let holders = crate::lockdir::holders_of(unlinked, domain);
+            let holders = crate::lock::lockdir::holders_of(unlinked, domain);
             if let Some(first) = holders.first() {
                 report.state = LockState::Held;
                 report.holder = Some(Holder {
@@ -77,7 +77,7 @@ fn probe(dir: &LockDir, domain: &Domain, unlinked: &Unlinked) -> LockReport {
                 report.holder_alive = Some(true);
                 let who: Vec<String> = holders
                     .iter()
-                    .map(|h| format!("pid {} ({})", h.pid, crate::holder::plain(&h.comm)))
+                    .map(|h| format!("pid {} ({})", h.pid, crate::lock::holder::plain(&h.comm)))
                     .collect();
                 report.problem = Some(format!(
                     "held by {} through a lockfile that was removed by hand",

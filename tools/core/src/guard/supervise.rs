@@ -31,7 +31,7 @@ use nix::unistd::{Pid, getpid, getppid};
 
 use crate::child::{self, Inherited, Leftover, Signo, SpawnError, Sweep, signal_group};
 use crate::duration::{Human, format as human};
-pub use crate::ending::{Cause, Ending, Termination};
+pub use crate::guard::ending::{Cause, Ending, Termination};
 use crate::timefmt;
 
 pub const TOOL: &str = "ccci-guard";
@@ -48,7 +48,7 @@ pub struct Plan {
     pub quiet: bool,
 }
 
-pub use crate::guard_log::say;
+pub use crate::guard::log::say;
 
 const REQUESTS: [Signal; 4] = [
     Signal::SIGTERM,

@@ -6,12 +6,16 @@
 //! creates. abra creates secrets itself, unlabelled, named `<stack>_<name>_<version>`;
 //! such a name is claimed by the *longest* known stack name it starts with followed by
 //! `_`, because `a.b` → `a_b` is a prefix of `a.b.c` → `a_b_c`.
+//!
+//! [`docker`] is the one place the docker CLI is run.
+
+pub mod docker;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::docker::{Docker, DockerError};
+use crate::swarm::docker::{Docker, DockerError};
 
 pub const NAMESPACE: &str = "com.docker.stack.namespace";
 

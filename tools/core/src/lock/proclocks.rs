@@ -350,7 +350,7 @@ fn open_files(
         }
         // A lockfile others could open is never run on (lockowner.rs): whoever holds one,
         // removed or moved, is not a run of ours.
-        if crate::lockowner::is_loose(&meta) {
+        if crate::lock::lockowner::is_loose(&meta) {
             files.open.push(meta.ino());
             continue;
         }
@@ -377,7 +377,7 @@ fn open_files(
             // Renamed by hand in the lock dir (or removed under another name): the holder
             // record inside says whose it is; without one, nothing explains it.
             if let Some(domain) =
-                crate::holder::Holder::read_path(&fd.path()).and_then(|h| h.domain)
+                crate::lock::holder::Holder::read_path(&fd.path()).and_then(|h| h.domain)
             {
                 files.open.push(meta.ino());
                 files

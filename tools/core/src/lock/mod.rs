@@ -1,0 +1,13 @@
+//! The app lock: one run per app domain (`docs/lock.md`).
+//!
+//! [`applock`] is the protocol every tool takes a lock through; [`lockdir`] is where the
+//! lockfiles are; [`lockowner`] keeps them lockable only by their owner; [`holder`] is
+//! what a holder writes into its lockfile; [`proclocks`] is what the kernel says about
+//! who holds a flock; [`lockstatus`] reports locks without taking them.
+
+pub mod applock;
+pub mod holder;
+pub mod lockdir;
+pub mod lockowner;
+pub mod lockstatus;
+pub mod proclocks;
