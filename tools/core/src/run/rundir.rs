@@ -29,13 +29,12 @@ use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 
+use super::{GC_LOCK, GC_TOOL, RUN_LOCK};
 use crate::env::EnvVars;
 use crate::files::shareddir::{SharedDir, SharedDirError};
 use crate::lock::applock::{self, LockError, Verified, Wait};
 use crate::lock::holder::Holder;
 use crate::run::runid::RunId;
-
-pub const RUN_LOCK: &str = ".run.lock";
 
 /// The parent of every run's directory.
 #[derive(Clone, Debug)]
@@ -197,7 +196,7 @@ impl RunDir {
 /// vanished directory, which is then created afresh.
 fn lock_run(root: &Path, path: &Path, id: &RunId) -> Result<File, RunDirError> {
     let lockfile = path.join(RUN_LOCK);
-    let gc_lock = root.join(crate::run::rungc::GC_LOCK);
+    let gc_lock = root.join(GC_LOCK);
     for _ in 0..applock::MAX_REOPENS {
         match fs::DirBuilder::new().mode(0o755).create(path) {
             Ok(()) => match fs::set_permissions(path, fs::Permissions::from_mode(0o755)) {
@@ -269,8 +268,7 @@ enum HeldBy {
 fn held_by(file: &File, gc_lock: &Path) -> HeldBy {
     let table = crate::lock::proclocks::LockTable::read();
     let record = applock::holder_in(file, table.as_ref());
-    let gc_says_so =
-        record.as_ref().and_then(|h| h.tool.as_deref()) == Some(crate::run::rungc::GC_TOOL);
+    let gc_says_so = record.as_ref().and_then(|h| h.tool.as_deref()) == Some(GC_TOOL);
     let run = |record: Option<Holder>| HeldBy::Run {
         pid: crate::lock::holder::pid_and_run(record.as_ref()).0,
     };

@@ -29,22 +29,14 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::{GC_LOCK, GC_TOOL, RUN_LOCK};
 use crate::duration;
 use crate::lock::applock::{self, Probe, Verified, Wait};
 use crate::lock::holder::pid_and_run;
-use crate::run::rundir::{RUN_LOCK, RunsDir};
+use crate::run::rundir::RunsDir;
 use crate::run::runid::RunId;
 
 const TRASH_PREFIX: &str = "gc~";
-
-/// The `tool` in the metadata gc writes into a run lock it holds: a run of the same id
-/// that finds it waits for the removal instead of reporting "already in progress".
-pub const GC_TOOL: &str = "ccci-rundir gc";
-
-/// Held (shared: gcs may sweep side by side) by every gc for its whole sweep, so that a
-/// run can tell from the kernel's lock table that the holder of its lock is a gc. Not a
-/// valid run id, so never taken for a run. Nothing ever holds it exclusively.
-pub const GC_LOCK: &str = ".gc~.lock";
 
 #[derive(Debug, Serialize)]
 pub struct GcEntry {
