@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ccci_core::cli::duration_arg;
+use ccci_core::env::{EnvVars, defaults};
 use clap::Parser;
 
 pub(crate) const TOOL: &str = "ccci-janitor";
@@ -30,8 +31,8 @@ EXIT STATUS:
 ENVIRONMENT:
   CCCI_APP_LOCK_DIR        the lock dir (default /run/lock/cc-ci)
   CCCI_CANONICAL_ABRA_DIR  the host's abra tree (default $HOME/.abra)
-  CCCI_RUN_APP_RE          allowlist (default ^[a-z0-9]{1,4}-[0-9a-f]{6}\\.)
-  CCCI_PROTECT_RE          denylist, wins over the allowlist (default ^warm-)
+  CCCI_RUN_APP_RE          like --run-app-re
+  CCCI_PROTECT_RE          like --protect-re
   CCCI_DOCKER              the docker executable (default docker)";
 
 /// Reap the apps crashed runs left on the swarm; never touch a live run or a warm app.
@@ -56,12 +57,12 @@ pub(crate) struct Cli {
     /// The canonical abra tree [env: CCCI_CANONICAL_ABRA_DIR] [default: $HOME/.abra]
     #[arg(long, value_name = "DIR")]
     pub(crate) abra_dir: Option<PathBuf>,
-    /// Allowlist: domains of ephemeral run apps [env: CCCI_RUN_APP_RE]
-    #[arg(long, value_name = "RE")]
-    pub(crate) run_app_re: Option<String>,
-    /// Denylist, wins over the allowlist [env: CCCI_PROTECT_RE]
-    #[arg(long, value_name = "RE")]
-    pub(crate) protect_re: Option<String>,
+    /// Allowlist: domains of ephemeral run apps
+    #[arg(long, value_name = "RE", env = EnvVars::CCCI_RUN_APP_RE, default_value = defaults::RUN_APP_RE)]
+    pub(crate) run_app_re: String,
+    /// Denylist, wins over the allowlist
+    #[arg(long, value_name = "RE", env = EnvVars::CCCI_PROTECT_RE, default_value = defaults::PROTECT_RE)]
+    pub(crate) protect_re: String,
     /// Per reap: how long it may take, its docker calls included (a hung one is killed);
     /// also bounds each discovery call (at most 1m)
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_arg)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ccci_core::child::bounded::{self, Bound};
 use ccci_core::cli::{emit, parse_or_exit};
-use ccci_core::env::{EnvVars, canonical_abra_dir, non_empty};
+use ccci_core::env::{EnvVars, canonical_abra_dir};
 use ccci_core::exit::Exit;
 use ccci_core::janitor::Janitor;
 use ccci_core::janitor::report::{Report, write_atomically};
@@ -16,9 +16,6 @@ use ccci_core::swarm::docker::{Docker, DockerError};
 use ccci_core::{diag, say, timefmt};
 use cli::{Cli, TOOL};
 use regex::Regex;
-
-const RUN_APP_RE: &str = r"^[a-z0-9]{1,4}-[0-9a-f]{6}\.";
-const PROTECT_RE: &str = "^warm-";
 
 fn main() -> ExitCode {
     let cli: Cli = parse_or_exit(TOOL, Exit::Usage);
@@ -29,19 +26,19 @@ fn main() -> ExitCode {
     ExitCode::from(status.code() as u8)
 }
 
-fn setting(option: Option<String>, var: &str, default: &str) -> String {
-    option
-        .or_else(|| non_empty(var).map(|v| v.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| default.to_owned())
-}
-
 fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
-    let regex = |option, var: &str, default| {
-        let re = setting(option, var, default);
-        Regex::new(&re).map_err(|e| (Exit::Usage, format!("invalid regex {re:?} ({var}): {e}")))
+    // clap took each from its option, its variable or the default (cli.rs); a bad one is
+    // named with both places it may have come from.
+    let regex = |re: &str, option: &str, var: &str| {
+        Regex::new(re).map_err(|e| {
+            (
+                Exit::Usage,
+                format!("invalid regex {re:?} ({option} or {var}): {e}"),
+            )
+        })
     };
-    let run_app_re = regex(cli.run_app_re, EnvVars::CCCI_RUN_APP_RE, RUN_APP_RE)?;
-    let protect_re = regex(cli.protect_re, EnvVars::CCCI_PROTECT_RE, PROTECT_RE)?;
+    let run_app_re = regex(&cli.run_app_re, "--run-app-re", EnvVars::CCCI_RUN_APP_RE)?;
+    let protect_re = regex(&cli.protect_re, "--protect-re", EnvVars::CCCI_PROTECT_RE)?;
     let lock_dir = LockDir::resolve(cli.lock_dir);
     let abra_dir = canonical_abra_dir(cli.abra_dir).map_err(|e| (Exit::Usage, e))?;
     // Docker first: a janitor that cannot see the swarm touches nothing, not even the

@@ -49,6 +49,9 @@ impl EnvVars {
 pub mod defaults {
     pub const APP_LOCK_DIR: &str = "/run/lock/cc-ci";
     pub const RUNS_DIR: &str = "/var/lib/cc-ci-runs";
+    /// The janitor's allowlist and denylist (`CCCI_RUN_APP_RE`, `CCCI_PROTECT_RE`).
+    pub const RUN_APP_RE: &str = r"^[a-z0-9]{1,4}-[0-9a-f]{6}\.";
+    pub const PROTECT_RE: &str = "^warm-";
 }
 
 /// The host's canonical abra tree: `option` (an `--abra-dir`), else
@@ -115,7 +118,8 @@ mod tests {
                 );
             }
         }
-        for default in [super::defaults::APP_LOCK_DIR, super::defaults::RUNS_DIR] {
+        use super::defaults::{APP_LOCK_DIR, PROTECT_RE, RUN_APP_RE, RUNS_DIR};
+        for default in [APP_LOCK_DIR, RUNS_DIR, RUN_APP_RE, PROTECT_RE] {
             assert!(docs.contains(&format!("`{default}`")), "{default}");
         }
     }
