@@ -171,7 +171,7 @@ fn up(
     abra.check()?;
     deploy::record_deploy(&count_file, domain)
         .with_context(|| format!("cannot count the deploy in {}", count_file.display()))?;
-    let env = deploy::env_file(&tree, server, domain);
+    let env = ccci_core::abra::env_file(&tree, server, domain);
     let generate = [
         "app",
         "secret",
@@ -199,7 +199,7 @@ fn up(
         // The app exists: an earlier run made it, maybe only in part (`app new` writes the
         // .env before any secret is made; a step after it failed or was killed), in a
         // private tree that is not this one. Make what is missing, whatever step it was.
-        if !deploy::recipe_dir(&tree, recipe).is_dir() {
+        if !ccci_core::abra::recipe_dir(&tree, recipe).is_dir() {
             // abra deploys (and reads the secrets to generate) only from the tree: fetch
             // the recipe the way `app new` would have.
             say!("== deploy: app {domain} exists; fetching its recipe {recipe} into this tree ==");
@@ -315,7 +315,7 @@ fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> 
     // Every docker call ends with --timeout: a hung one is killed.
     let docker = Docker::from_env().until(Instant::now() + timeout);
     docker.ping()?;
-    let servers = abra_dir()?.join("servers");
+    let servers = ccci_core::abra::servers(&abra_dir()?);
     let teardown = Teardown {
         docker: &docker,
         domain,
@@ -345,7 +345,7 @@ fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> 
 
 fn status(domain: &Domain, json: bool) -> Result<Exit, Fail> {
     let docker = Docker::from_env();
-    let servers = abra_dir()?.join("servers");
+    let servers = ccci_core::abra::servers(&abra_dir()?);
     let inventory = Inventory::collect(&docker)?;
     let mut known = inventory.labelled_stacks();
     known.extend(ccci_core::deploy::teardown::known_stacks(
@@ -354,7 +354,7 @@ fn status(domain: &Domain, json: bool) -> Result<Exit, Fail> {
     ));
     let stack = domain.stack_name();
     let res: StackResources = inventory.of(&stack, &known);
-    let envs = ccci_core::deploy::teardown::env_files(&servers, domain);
+    let envs = ccci_core::abra::env_files(&servers, domain);
     if json {
         let doc = serde_json::json!({
             "version": 1, "domain": domain.as_str(), "stack": stack,

@@ -13,11 +13,13 @@
 //! * [`swarm`]: the docker CLI and what exists on the swarm;
 //! * [`deploy`]: deploying an app, waiting for convergence, tearing it down;
 //! * [`janitor`]: one reaping pass and its report;
+//! * [`abra`]: the abra tree's layout (`servers/*/<domain>.env`, `recipes/`);
 //! * [`files`]: careful file-system operations (atomic writes, contained removal,
 //!   shared directories);
 //! * and the command-line edge every tool shares: [`cli`], [`env`], [`exit`],
 //!   [`domain`], [`duration`], [`timefmt`].
 
+pub mod abra;
 pub mod child;
 pub mod cli;
 pub mod deploy;

@@ -71,19 +71,6 @@ pub fn abra_dir() -> Option<PathBuf> {
         .or_else(|| crate::env::canonical_abra_dir(None).ok())
 }
 
-/// `<abra dir>/servers/<server>/<domain>.env`.
-pub fn env_file(abra_dir: &Path, server: &str, domain: &Domain) -> PathBuf {
-    abra_dir
-        .join("servers")
-        .join(server)
-        .join(format!("{domain}.env"))
-}
-
-/// `<abra dir>/recipes/<recipe>`: where abra reads the recipe it deploys from.
-pub fn recipe_dir(abra_dir: &Path, recipe: &str) -> PathBuf {
-    abra_dir.join("recipes").join(recipe)
-}
-
 /// The swarm secrets an app's `.env` says it uses, `<stack>_<name>_<version>`: one per
 /// line `SECRET_<NAME>_VERSION=<version>`, abra's convention (its `.env.sample` has one for
 /// each secret of the recipe; a `# length=32` after the version is abra's modifier, not

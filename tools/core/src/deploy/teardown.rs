@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::abra;
 use crate::domain::Domain;
 use crate::swarm::docker::{Docker, DockerError};
 use crate::swarm::{Inventory, NAMESPACE};
@@ -211,7 +212,7 @@ impl Teardown<'_> {
 
     /// `servers/*/<domain>.env`, not following symlinks below `servers/`.
     pub fn env_files(&self) -> Vec<PathBuf> {
-        env_files(&self.servers_dir, self.domain)
+        abra::env_files(&self.servers_dir, self.domain)
     }
 
     /// Remove one resource; 1 if removed, 0 if it was already gone (idempotence).
@@ -266,33 +267,12 @@ impl Teardown<'_> {
     }
 }
 
-/// Domains with a `<servers>/*/<domain>.env` (symlinked server directories not followed).
-pub fn env_domains(servers: &Path) -> Vec<Domain> {
-    let mut found = Vec::new();
-    for dir in fs::read_dir(servers).into_iter().flatten().flatten() {
-        if !dir.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        for env in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
-            let name = env.file_name();
-            let name = name.to_string_lossy();
-            if let Some(d) = name
-                .strip_suffix(".env")
-                .and_then(|d| Domain::parse(d).ok())
-            {
-                found.push(d);
-            }
-        }
-    }
-    found
-}
-
 /// Stack names known from `.env` files and lockfiles.
 pub fn known_stacks(
     servers: &Path,
     lock_dir: Option<&crate::lock::lockdir::LockDir>,
 ) -> BTreeSet<String> {
-    let mut known: BTreeSet<String> = env_domains(servers)
+    let mut known: BTreeSet<String> = abra::env_domains(servers)
         .iter()
         .map(Domain::stack_name)
         .collect();
@@ -300,21 +280,6 @@ pub fn known_stacks(
         known.extend(domains.iter().map(Domain::stack_name));
     }
     known
-}
-
-/// `<servers>/*/<domain>.env` that exist, not following symlinked server directories.
-pub fn env_files(servers: &Path, domain: &Domain) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(servers) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path().join(format!("{domain}.env")))
-        .filter(|p| fs::symlink_metadata(p).is_ok())
-        .collect();
-    found.sort();
-    found
 }
 
 /// Docker's "there is no such thing": already removed, which is what we wanted.
@@ -394,20 +359,5 @@ mod tests {
             ["a_b_db_password_v1"],
             "the lockfile alone"
         );
-    }
-
-    #[test]
-    fn env_files_are_found_in_real_server_dirs_only() {
-        let tmp = tempfile::tempdir().unwrap();
-        let servers = tmp.path().join("servers");
-        let d = Domain::parse("a.b").unwrap();
-        fs::create_dir_all(servers.join("default")).unwrap();
-        fs::write(servers.join("default/a.b.env"), "").unwrap();
-        fs::write(servers.join("default/a.b.c.env"), "").unwrap();
-        let elsewhere = tmp.path().join("elsewhere");
-        fs::create_dir_all(&elsewhere).unwrap();
-        fs::write(elsewhere.join("a.b.env"), "").unwrap();
-        std::os::unix::fs::symlink(&elsewhere, servers.join("linked")).unwrap();
-        assert_eq!(env_files(&servers, &d), [servers.join("default/a.b.env")]);
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use crate::deploy::teardown::{self, Teardown};
+use crate::deploy::teardown::Teardown;
 use crate::domain::Domain;
 use crate::janitor::report::{DomainReport, Outcome};
 use crate::lock::applock::{self, LockError, Verified, Wait};
@@ -76,9 +76,9 @@ impl Janitor<'_> {
     /// of docker; `ccci-janitor` has pinged it already, before creating the lock dir.)
     pub fn pass(&self, on_domain: &mut dyn FnMut(&DomainReport)) -> Result<Pass, DockerError> {
         let inventory = Inventory::collect(self.docker)?;
-        let servers = self.abra_dir.join("servers");
+        let servers = crate::abra::servers(&self.abra_dir);
         let lockfiles = self.lock_dir.domains().unwrap_or_default();
-        let env_domains = teardown::env_domains(&servers);
+        let env_domains = crate::abra::env_domains(&servers);
         // Read once: asked about for every held lock (for people only: who holds it).
         let locks = LockTable::load();
         // Held through a lockfile someone unlinked: live runs no lockfile names any more.
@@ -156,7 +156,7 @@ impl Janitor<'_> {
         } = *probe;
         let mut report = DomainReport::new(domain);
         let has_resources = !inventory.of(&domain.stack_name(), known).is_empty()
-            || !teardown::env_files(servers, domain).is_empty();
+            || !crate::abra::env_files(servers, domain).is_empty();
         let path = self.lock_dir.lockfile(domain);
         if self.dry_run {
             report.outcome = match applock::probe(&path) {

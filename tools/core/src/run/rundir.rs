@@ -127,7 +127,7 @@ impl RunDir {
     }
 
     fn lay_out(&self, canonical: &Path) -> Result<(), RunDirError> {
-        let servers = canonical.join("servers");
+        let servers = crate::abra::servers(canonical);
         if !servers.is_dir() {
             return Err(RunDirError::NoServers {
                 canonical: canonical.to_owned(),
@@ -143,9 +143,9 @@ impl RunDir {
         }
         let abra = self.abra_dir();
         fresh_dir(&abra, false)?;
-        link(&abra.join("servers"), &servers)?;
+        link(&crate::abra::servers(&abra), &servers)?;
         link(&abra.join("catalogue"), &catalogue)?;
-        fresh_dir(&abra.join("recipes"), true)?;
+        fresh_dir(&abra.join(crate::abra::RECIPES), true)?;
         fresh_dir(&self.state_dir(), true)?;
         // Relaying out an old run id adds no entry, so the mtime `gc` judges idleness by
         // would stay old: a run just (re)started must never look idle.
