@@ -9,36 +9,19 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ccci_core::cli::{emit, parse_or_exit};
+use ccci_core::cli::{emit, parse_or_exit, run_tool};
 use ccci_core::deploy::convergence::{self, Outcome};
 use ccci_core::deploy::teardown::{Removed, Teardown, TeardownError};
-use ccci_core::deploy::{self, Abra, AbraError};
+use ccci_core::deploy::{self, Abra};
 use ccci_core::domain::Domain;
 use ccci_core::env::{EnvVars, non_empty};
-use ccci_core::exit::Exit;
+use ccci_core::exit::{Exit, Failure, OrExit};
 use ccci_core::lock::applock;
 use ccci_core::lock::lockdir::LockDir;
-use ccci_core::swarm::docker::{Docker, DockerError};
+use ccci_core::swarm::docker::Docker;
 use ccci_core::swarm::{Inventory, StackResources};
 use ccci_core::{diag, duration, say};
 use cli::{Cli, Cmd, TOOL};
-
-/// A failure with the status it exits with.
-struct Fail(Exit, anyhow::Error);
-
-impl<E: Into<anyhow::Error>> From<E> for Fail {
-    fn from(e: E) -> Fail {
-        let e = e.into();
-        let status = match e.downcast_ref::<DockerError>() {
-            Some(d) if d.is_unavailable() => Exit::Unavailable,
-            _ => match e.downcast_ref::<AbraError>() {
-                Some(AbraError::Unavailable { .. }) => Exit::Unavailable,
-                _ => Exit::Failure,
-            },
-        };
-        Fail(status, e)
-    }
-}
 
 fn main() -> ExitCode {
     let cli: Cli = parse_or_exit(TOOL, Exit::Usage);
@@ -80,33 +63,27 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
     };
-    match result {
-        Ok(exit) => ExitCode::from(exit.code() as u8),
-        Err(Fail(exit, err)) => {
-            diag!(TOOL, "{err:#}");
-            ExitCode::from(exit.code() as u8)
-        }
-    }
+    ExitCode::from(run_tool(TOOL, Exit::Failure, result.map(Exit::code)) as u8)
 }
 
-fn domain_arg(s: &str) -> Result<Domain, Fail> {
-    Domain::parse(s).map_err(|e| Fail(Exit::Usage, e.into()))
+fn domain_arg(s: &str) -> Result<Domain, Failure> {
+    Domain::parse(s).or_exit(Exit::Usage)
 }
 
 /// The lock rule: up and down run only while holding DOMAIN's app lock, so a deploy can
 /// never be counted or made before the lock is taken.
-fn require_lock(domain: &Domain) -> Result<(), Fail> {
+fn require_lock(domain: &Domain) -> Result<(), Failure> {
     match applock::inherited(&LockDir::resolve(None), domain) {
         Ok(Some(_)) => {
             keep_locks_from_children();
             Ok(())
         }
         // Cannot tell (EMFILE): never act as the holder on a guess.
-        Err(e) => Err(Fail(
+        Err(e) => Err(Failure::with(
             Exit::Unavailable,
             anyhow::anyhow!("cannot tell whether this run holds the app lock for {domain}: {e}"),
         )),
-        Ok(None) => Err(Fail(
+        Ok(None) => Err(Failure::with(
             Exit::Misconfigured,
             anyhow::anyhow!(
                 "not holding the app lock for {domain} — run under 'ccci-lock {domain} -- ...'"
@@ -128,9 +105,9 @@ fn keep_locks_from_children() {
     }
 }
 
-fn abra_dir() -> Result<PathBuf, Fail> {
+fn abra_dir() -> Result<PathBuf, Failure> {
     deploy::abra_dir().ok_or_else(|| {
-        Fail(
+        Failure::with(
             Exit::Misconfigured,
             anyhow::anyhow!(
                 "no abra tree: neither ABRA_DIR, {} nor HOME is set",
@@ -153,10 +130,10 @@ fn up(
     sets: &[(String, String)],
     deploy_args: &[String],
     wait: Wait,
-) -> Result<Exit, Fail> {
+) -> Result<Exit, Failure> {
     require_lock(domain)?;
     let Some(count_file) = non_empty(EnvVars::CCCI_DEPLOY_COUNT_FILE).map(PathBuf::from) else {
-        return Err(Fail(
+        return Err(Failure::with(
             Exit::Misconfigured,
             anyhow::anyhow!("CCCI_DEPLOY_COUNT_FILE is not set — run under 'ccci-rundir -- ...'"),
         ));
@@ -294,7 +271,7 @@ fn missing_secrets(
     docker: &Docker,
     env: &std::path::Path,
     stack: &str,
-) -> Result<Vec<String>, Fail> {
+) -> Result<Vec<String>, Failure> {
     let declared = deploy::declared_secrets(env, stack)
         .with_context(|| format!("cannot read the secrets of {}", env.display()))?;
     if declared.is_empty() {
@@ -310,7 +287,7 @@ fn missing_secrets(
         .collect())
 }
 
-fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> {
+fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Failure> {
     require_lock(domain)?;
     // Every docker call ends with --timeout: a hung one is killed.
     let docker = Docker::from_env().until(Instant::now() + timeout);
@@ -343,7 +320,7 @@ fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Fail> 
     Ok(Exit::Success)
 }
 
-fn status(domain: &Domain, json: bool) -> Result<Exit, Fail> {
+fn status(domain: &Domain, json: bool) -> Result<Exit, Failure> {
     let docker = Docker::from_env();
     let servers = ccci_core::abra::servers(&abra_dir()?);
     let inventory = Inventory::collect(&docker)?;
@@ -380,9 +357,9 @@ fn status(domain: &Domain, json: bool) -> Result<Exit, Fail> {
     Ok(Exit::Success)
 }
 
-fn count(domain: Option<&Domain>, expect: Option<usize>) -> Result<Exit, Fail> {
+fn count(domain: Option<&Domain>, expect: Option<usize>) -> Result<Exit, Failure> {
     let Some(file) = non_empty(EnvVars::CCCI_DEPLOY_COUNT_FILE).map(PathBuf::from) else {
-        return Err(Fail(
+        return Err(Failure::with(
             Exit::Misconfigured,
             anyhow::anyhow!("CCCI_DEPLOY_COUNT_FILE is not set — run under 'ccci-rundir -- ...'"),
         ));

@@ -5,54 +5,53 @@ mod cli;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::{Context, anyhow};
 use ccci_core::child::bounded::{self, Bound};
-use ccci_core::cli::{emit, parse_or_exit};
+use ccci_core::cli::{emit, parse_or_exit, run_tool};
 use ccci_core::env::{EnvVars, canonical_abra_dir};
-use ccci_core::exit::Exit;
+use ccci_core::exit::{Exit, Failure, OrExit};
 use ccci_core::janitor::Janitor;
 use ccci_core::janitor::report::{Report, write_atomically};
 use ccci_core::lock::lockdir::LockDir;
-use ccci_core::swarm::docker::{Docker, DockerError};
-use ccci_core::{diag, say, timefmt};
+use ccci_core::swarm::docker::Docker;
+use ccci_core::{say, timefmt};
 use cli::{Cli, TOOL};
 use regex::Regex;
 
 fn main() -> ExitCode {
     let cli: Cli = parse_or_exit(TOOL, Exit::Usage);
-    let status = run(cli).unwrap_or_else(|(exit, msg)| {
-        diag!(TOOL, "{msg}");
-        exit
-    });
-    ExitCode::from(status.code() as u8)
+    ExitCode::from(run_tool(TOOL, Exit::Failure, run(cli).map(Exit::code)) as u8)
 }
 
-fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
+fn run(cli: Cli) -> Result<Exit, Failure> {
     // clap took each from its option, its variable or the default (cli.rs); a bad one is
     // named with both places it may have come from.
     let regex = |re: &str, option: &str, var: &str| {
         Regex::new(re).map_err(|e| {
-            (
+            Failure::with(
                 Exit::Usage,
-                format!("invalid regex {re:?} ({option} or {var}): {e}"),
+                anyhow!("invalid regex {re:?} ({option} or {var}): {e}"),
             )
         })
     };
     let run_app_re = regex(&cli.run_app_re, "--run-app-re", EnvVars::CCCI_RUN_APP_RE)?;
     let protect_re = regex(&cli.protect_re, "--protect-re", EnvVars::CCCI_PROTECT_RE)?;
     let lock_dir = LockDir::resolve(cli.lock_dir);
-    let abra_dir = canonical_abra_dir(cli.abra_dir).map_err(|e| (Exit::Usage, e))?;
+    let abra_dir = canonical_abra_dir(cli.abra_dir)
+        .map_err(anyhow::Error::msg)
+        .or_exit(Exit::Usage)?;
     // Docker first: a janitor that cannot see the swarm touches nothing, not even the
     // lock dir. Outside any reap, each call gets the default bound, or --timeout when
     // that is shorter; each reap bounds its own by --timeout.
     let docker = Docker::from_env().bounded(Bound::Each(cli.timeout.min(bounded::DEFAULT)));
-    docker.ping().map_err(docker_failure)?;
+    docker.ping()?;
     // A dry run creates nothing, not even the lock dir (after a reboot it is missing).
     let lock_dir_ok = if cli.dry_run {
         lock_dir.check_existing().map(drop)
     } else {
         lock_dir.ensure()
     };
-    lock_dir_ok.map_err(|e| (Exit::Failure, e.to_string()))?;
+    lock_dir_ok.or_exit(Exit::Failure)?;
 
     let janitor = Janitor {
         docker: &docker,
@@ -66,9 +65,7 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
     };
     let started_at = timefmt::now_millis();
     let start = Instant::now();
-    let pass = janitor
-        .pass(&mut |d| say!("{TOOL}: {}", d.line()))
-        .map_err(docker_failure)?;
+    let pass = janitor.pass(&mut |d| say!("{TOOL}: {}", d.line()))?;
     let report = Report {
         started_at,
         duration: start.elapsed(),
@@ -79,29 +76,17 @@ fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
     say!("{}", report.summary());
     if cli.json {
         emit(&format!("{}\n", report.json()))
-            .map_err(|e| (Exit::Failure, format!("cannot write the report: {e}")))?;
+            .context("cannot write the report")
+            .or_exit(Exit::Failure)?;
     }
     if let Some(path) = &cli.metrics_file {
-        write_atomically(path, &report.metrics()).map_err(|e| {
-            (
-                Exit::Failure,
-                format!("cannot write metrics to {}: {e}", path.display()),
-            )
-        })?;
+        write_atomically(path, &report.metrics())
+            .with_context(|| format!("cannot write metrics to {}", path.display()))
+            .or_exit(Exit::Failure)?;
     }
     Ok(if report.failed() {
         Exit::Failure
     } else {
         Exit::Success
     })
-}
-
-/// A docker failure's status: 69 when the daemon cannot be reached, 1 otherwise.
-fn docker_failure(e: DockerError) -> (Exit, String) {
-    let status = if e.is_unavailable() {
-        Exit::Unavailable
-    } else {
-        Exit::Failure
-    };
-    (status, e.to_string())
 }

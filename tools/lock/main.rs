@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use ccci_core::child::exec;
-use ccci_core::cli::{emit, parse_or_exit};
+use ccci_core::cli::{emit, parse_or_exit, run_tool};
 use ccci_core::domain::Domain;
 use ccci_core::env::{EnvVars, non_empty};
-use ccci_core::exit::Exit;
+use ccci_core::exit::{Exit, Failure};
 use ccci_core::lock::applock::{Acquisition, AppLock, Wait, WaitEvent};
 use ccci_core::lock::holder::{Holder, describe, pid_and_run};
 use ccci_core::lock::lockdir::LockDir;
@@ -28,10 +28,7 @@ wrapper_main!(lock_main);
 fn lock_main() -> i32 {
     let cli: Cli = parse_or_exit(TOOL, Exit::ToolFailed);
     let result = if cli.status { status(&cli) } else { run(cli) };
-    result.unwrap_or_else(|err| {
-        diag!(TOOL, "{err}");
-        Exit::ToolFailed.code()
-    })
+    run_tool(TOOL, Exit::ToolFailed, result.map_err(Failure::from))
 }
 
 fn status(cli: &Cli) -> anyhow::Result<i32> {

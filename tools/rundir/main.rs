@@ -7,9 +7,9 @@ use std::ffi::{OsStr, OsString};
 use std::time::Duration;
 
 use ccci_core::child::exec;
-use ccci_core::cli::{emit, emit_bytes, parse_or_exit};
+use ccci_core::cli::{emit, emit_bytes, parse_or_exit, run_tool};
 use ccci_core::env::canonical_abra_dir;
-use ccci_core::exit::Exit;
+use ccci_core::exit::{Exit, Failure};
 use ccci_core::run::rundir::{RunDir, RunsDir};
 use ccci_core::run::rungc;
 use ccci_core::run::runid::RunId;
@@ -29,10 +29,7 @@ fn rundir_main() -> i32 {
         }) => gc(&runs.runs_dir, older_than, dry_run, json),
         None => run(cli),
     };
-    result.unwrap_or_else(|err| {
-        diag!(TOOL, "{err}");
-        Exit::ToolFailed.code()
-    })
+    run_tool(TOOL, Exit::ToolFailed, result.map_err(Failure::from))
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {

@@ -91,6 +91,19 @@ fn domain_taken_for_an_option(err: &clap::Error) -> Option<crate::domain::Domain
     }
 }
 
+/// The one edge every tool ends at: the status of `result`, after printing a failure as
+/// one line named with the tool (its causes after colons). A failure whose status is not
+/// its own gets the tool's `default`.
+pub fn run_tool(tool: &str, default: Exit, result: Result<i32, crate::exit::Failure>) -> i32 {
+    match result {
+        Ok(status) => status,
+        Err(failure) => {
+            say_line(&format!("{tool}: {:#}", failure.error));
+            failure.exit.unwrap_or(default).code()
+        }
+    }
+}
+
 /// A clap value parser for durations (`90s`, `25m`, `1h30m`, `0.5`).
 pub fn duration_arg(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())

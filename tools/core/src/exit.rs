@@ -44,6 +44,57 @@ impl Exit {
     }
 }
 
+/// A tool's failure: what went wrong, and — where the failure itself decides it — the
+/// status the tool exits with. Every tool's `main.rs` ends at [`crate::cli::run_tool`],
+/// which prints the error once, named with the tool, and exits with that status or the
+/// tool's own default (125 for a wrapper, 1 for deploy and the janitor).
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Option<Exit>,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A failure that exits with `exit` whatever the tool.
+    pub fn with(exit: Exit, error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            exit: Some(exit),
+            error: error.into(),
+        }
+    }
+}
+
+/// Any error becomes a failure through `?`. Its status is chosen here for the errors that
+/// decide it themselves in every tool: docker or abra unreachable is 69 (sysexits'
+/// EX_UNAVAILABLE); anything else gets the tool's default.
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        let error = e.into();
+        let unavailable = error
+            .downcast_ref::<crate::swarm::docker::DockerError>()
+            .is_some_and(|d| d.is_unavailable())
+            || matches!(
+                error.downcast_ref::<crate::deploy::AbraError>(),
+                Some(crate::deploy::AbraError::Unavailable { .. })
+            );
+        Failure {
+            exit: unavailable.then_some(Exit::Unavailable),
+            error,
+        }
+    }
+}
+
+/// `result.or_exit(Exit::Usage)?`: this error, whatever it is, exits with `exit`.
+pub trait OrExit<T> {
+    fn or_exit(self, exit: Exit) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> OrExit<T> for Result<T, E> {
+    fn or_exit(self, exit: Exit) -> Result<T, Failure> {
+        self.map_err(|e| Failure::with(exit, e))
+    }
+}
+
 /// The shell's status for a command killed by signal `signo`: 128 + N. It is a
 /// convention for reporting, never a re-raise of the signal.
 pub const fn signal_status(signo: i32) -> i32 {
