@@ -67,7 +67,7 @@ impl LockDir {
 
     /// The lockfile of `domain`: `<dir>/cc-ci-app-<domain>.lock`.
     pub fn lockfile(&self, domain: &Domain) -> PathBuf {
-        self.path().join(format!("{PREFIX}{domain}{SUFFIX}"))
+        self.path().join(lockfile_name(domain))
     }
 
     /// The domains that have a lockfile here, sorted. Names that are not
@@ -118,6 +118,11 @@ pub fn holders_of(held: &[(Domain, OpenBy)], domain: &Domain) -> Vec<OpenBy> {
         .filter(|(d, _)| d == domain)
         .map(|(_, holder)| holder.clone())
         .collect()
+}
+
+/// The name of `domain`'s lockfile, `cc-ci-app-<domain>.lock`: the one place it is spelled.
+pub fn lockfile_name(domain: &Domain) -> std::ffi::OsString {
+    format!("{PREFIX}{domain}{SUFFIX}").into()
 }
 
 /// Whether `name` is a lockfile's: `cc-ci-app-<valid domain>.lock`.

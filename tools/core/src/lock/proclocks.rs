@@ -380,9 +380,11 @@ fn open_files(
                 crate::lock::holder::Holder::read_path(&fd.path()).and_then(|h| h.domain)
             {
                 files.open.push(meta.ino());
-                files
-                    .unlinked
-                    .push(format!("cc-ci-app-{domain}.lock").into());
+                // A record naming no valid domain names no lockfile of ours.
+                if let Ok(domain) = crate::domain::Domain::parse(&domain) {
+                    let name = crate::lock::lockdir::lockfile_name(&domain);
+                    files.unlinked.push(name);
+                }
             }
         } else {
             // A file elsewhere (another program's lock on this device): explained.
