@@ -20,7 +20,7 @@ LAYOUT:
   <runs dir>/<run id>/state/           fresh and empty for every attempt
   What a crashed attempt of the same run id left is repaired; a real file or directory
   where a symlink belongs is refused, never deleted. The command gets ABRA_DIR,
-  CCCI_RUN_ID, CCCI_RUN_DIR, CCCI_STATE_DIR, CCCI_DEPLOY_COUNT_FILE, CCCI_OPSTATE_FILE,
+  CCCI_RUN_ID, CCCI_RUN_DIR, CCCI_STATE_DIR, CCCI_DEPLOY_COUNT_FILE, CCCI_OP_STATE_FILE,
   CCCI_DEPS_FILE and CCCI_DEPSKIP_FILE.
 
 EXIT STATUS:

@@ -174,7 +174,7 @@ impl RunDir {
                 EnvVars::CCCI_DEPLOY_COUNT_FILE,
                 state.join("deploys").into(),
             ),
-            (EnvVars::CCCI_OPSTATE_FILE, state.join("opstate").into()),
+            (EnvVars::CCCI_OP_STATE_FILE, state.join("opstate").into()),
             (EnvVars::CCCI_DEPS_FILE, state.join("deps").into()),
             (EnvVars::CCCI_DEPSKIP_FILE, state.join("depskip").into()),
         ]
