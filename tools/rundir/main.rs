@@ -130,7 +130,10 @@ fn gc(
         let would = if dry_run { "would " } else { "" };
         let line = |verb: &str, run: &GcEntry, tail: String| {
             let idle = duration::format(Duration::from_secs(run.idle_s));
-            format!("{would}{verb} run {} ({}, idle {idle}){tail}\n", run.run_id, run.path)
+            format!(
+                "{would}{verb} run {} ({}, idle {idle}){tail}\n",
+                run.run_id, run.path
+            )
         };
         let mut lines = String::new();
         for run in &report.removed {

@@ -131,6 +131,8 @@ pub fn gc(runs: &RunsDir, retention: &Retention, dry_run: bool) -> io::Result<Gc
             None => Verdict::Remove,
             Some(retention) => match judge(&path, retention, &mut entry) {
                 Ok(verdict) => verdict,
+                // Removed since the listing (another gc took it): nothing to report.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     entry.reason = Some(e.to_string());
                     report.failed.push(entry);
@@ -191,20 +193,18 @@ fn judge(run: &Path, retention: &Retention, entry: &mut GcEntry) -> io::Result<V
         }
     }
     entry.results.sort();
-    Ok(
-        if retention.results_older_than.is_some_and(|r| idle >= r) {
-            Verdict::Remove
-        } else if idle < retention.older_than {
-            Verdict::Keep(format!("recent (idle {})", duration::format(idle)))
-        } else if laid_out || entry.results.is_empty() {
-            Verdict::Prune
-        } else {
-            Verdict::Keep(match retention.results_older_than {
-                None => "results kept (no --results-older-than)".into(),
-                Some(r) => format!("results kept until idle {}", duration::format(r)),
-            })
-        },
-    )
+    Ok(if retention.results_older_than.is_some_and(|r| idle >= r) {
+        Verdict::Remove
+    } else if idle < retention.older_than {
+        Verdict::Keep(format!("recent (idle {})", duration::format(idle)))
+    } else if laid_out || entry.results.is_empty() {
+        Verdict::Prune
+    } else {
+        Verdict::Keep(match retention.results_older_than {
+            None => "results kept (no --results-older-than)".into(),
+            Some(r) => format!("results kept until idle {}", duration::format(r)),
+        })
+    })
 }
 
 /// Take [`GC_LOCK`] shared, for as long as the returned file is open.
