@@ -11,7 +11,7 @@ use ccci_core::cli::{emit, emit_bytes, parse_or_exit, run_tool};
 use ccci_core::env::canonical_abra_dir;
 use ccci_core::exit::{Exit, Failure};
 use ccci_core::run::rundir::{RunDir, RunsDir};
-use ccci_core::run::rungc;
+use ccci_core::run::rungc::{self, GcEntry, Retention};
 use ccci_core::run::runid::RunId;
 use ccci_core::{diag, duration, say, wrapper_main};
 use cli::{Cli, Gc, TOOL};
@@ -23,10 +23,17 @@ fn rundir_main() -> i32 {
     let result = match cli.gc {
         Some(Gc::Gc {
             older_than,
+            results_older_than,
             dry_run,
             json,
             ref runs,
-        }) => gc(&runs.runs_dir, older_than, dry_run, json),
+        }) => {
+            let retention = Retention {
+                older_than,
+                results_older_than,
+            };
+            gc(&runs.runs_dir, &retention, dry_run, json)
+        }
         None => run(cli),
     };
     run_tool(TOOL, Exit::ToolFailed, result.map_err(Failure::from))
@@ -112,23 +119,34 @@ fn shell_quote(s: &[u8]) -> Vec<u8> {
 
 fn gc(
     runs_dir: &std::path::Path,
-    older_than: Duration,
+    retention: &Retention,
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let report = rungc::gc(&RunsDir::new(runs_dir), older_than, dry_run)?;
+    let report = rungc::gc(&RunsDir::new(runs_dir), retention, dry_run)?;
     if json {
         emit(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
-        let verb = if dry_run { "would remove" } else { "removed" };
-        let lines: String = report
-            .removed
-            .iter()
-            .map(|run| {
-                let idle = duration::format(Duration::from_secs(run.idle_s));
-                format!("{verb} run {} ({}, idle {idle})\n", run.run_id, run.path)
-            })
-            .collect();
+        let would = if dry_run { "would " } else { "" };
+        let line = |verb: &str, run: &GcEntry, tail: String| {
+            let idle = duration::format(Duration::from_secs(run.idle_s));
+            format!(
+                "{would}{verb} run {} ({}, idle {idle}){tail}\n",
+                run.run_id, run.path
+            )
+        };
+        let mut lines = String::new();
+        for run in &report.removed {
+            let with = match run.results.is_empty() {
+                true => String::new(),
+                false => format!(", results included: {}", run.results.join(", ")),
+            };
+            lines += &line(if dry_run { "remove" } else { "removed" }, run, with);
+        }
+        for run in &report.pruned {
+            let kept = format!(": kept {}", run.results.join(", "));
+            lines += &line(if dry_run { "prune" } else { "pruned" }, run, kept);
+        }
         emit(&lines)?;
     }
     for run in &report.failed {

@@ -34,7 +34,7 @@ impl EnvVars {
     pub const CCCI_RUN_DIR: &'static str = "CCCI_RUN_DIR";
     pub const CCCI_STATE_DIR: &'static str = "CCCI_STATE_DIR";
     pub const CCCI_DEPLOY_COUNT_FILE: &'static str = "CCCI_DEPLOY_COUNT_FILE";
-    pub const CCCI_OPSTATE_FILE: &'static str = "CCCI_OPSTATE_FILE";
+    pub const CCCI_OP_STATE_FILE: &'static str = "CCCI_OP_STATE_FILE";
     pub const CCCI_DEPS_FILE: &'static str = "CCCI_DEPS_FILE";
     pub const CCCI_DEPSKIP_FILE: &'static str = "CCCI_DEPSKIP_FILE";
 
