@@ -1,5 +1,6 @@
 //! ccci-rundir end to end (../shared/spec/rundir.md, "What the tests must show").
 
+mod domain;
 mod gc;
 mod retention;
 mod run;

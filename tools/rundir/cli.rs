@@ -43,7 +43,7 @@ ENVIRONMENT:
 #[command(
     name = TOOL,
     version,
-    override_usage = "ccci-rundir [OPTIONS] -- <COMMAND> [ARGS]...\n       ccci-rundir --print [--json] [OPTIONS]\n       ccci-rundir gc --older-than <DUR> [--results-older-than <DUR>] [--dry-run] [--json]",
+    override_usage = "ccci-rundir [OPTIONS] -- <COMMAND> [ARGS]...\n       ccci-rundir --print [--json] [OPTIONS]\n       ccci-rundir gc --older-than <DUR> [--results-older-than <DUR>] [--dry-run] [--json]\n       ccci-rundir domain [--recipe R] [--pr P] [--ref REF]",
     after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true
 )]
@@ -68,7 +68,7 @@ pub(crate) struct Cli {
     pub(crate) json: bool,
 
     #[command(subcommand)]
-    pub(crate) gc: Option<Gc>,
+    pub(crate) sub: Option<Sub>,
 
     /// The command to run in the run dir (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
@@ -104,8 +104,25 @@ OUTPUT:
   (would remove / would prune with --dry-run)
   --json: {\"version\":1,\"removed\":[...],\"pruned\":[...],\"kept\":[...],\"failed\":[...]}";
 
+const DOMAIN_AFTER_HELP: &str = "\
+THE DOMAIN:
+  <first 4 letters or digits of the recipe>-<6 hex>.<suffix>, e.g.
+  immi-ad3e33.ci.commoninternet.net: the 6 hex digits are the start of
+  SHA-256(\"<recipe>\\n<pr>\\n<ref>\"), so the same recipe, PR and ref always give the
+  same domain (two builds of one commit wait for each other on its app lock) and a new
+  push a new one. A run's cold dependency: `ccci-rundir domain --recipe <dependency>`
+  (PR and REF from the build), unique to the run.
+  A domain that the janitor's run-app pattern does not match is refused (status 125):
+  the janitor would never reap what a crashed run left of it.
+
+IN THE DRONE STEP (/bin/sh -e):
+  CCCI_DOMAIN=$(ccci-rundir domain)    a plain assignment: a failure stops the step
+  export CCCI_DOMAIN
+  Not `export CCCI_DOMAIN=$(...)`, whose status is export's: the step would go on with
+  an empty domain.";
+
 #[derive(Subcommand, Debug)]
-pub(crate) enum Gc {
+pub(crate) enum Sub {
     /// Remove what ccci laid out in idle runs nobody holds; keep what the run wrote there
     #[command(after_help = GC_AFTER_HELP)]
     Gc {
@@ -123,5 +140,24 @@ pub(crate) enum Gc {
         json: bool,
         #[command(flatten)]
         runs: RunsDirArg,
+    },
+    /// Print the run's app domain, derived from the build's RECIPE, PR and REF
+    #[command(after_help = DOMAIN_AFTER_HELP)]
+    Domain {
+        /// The recipe (a dependency's, for its domain)
+        #[arg(long, value_name = "RECIPE", env = EnvVars::RECIPE)]
+        recipe: Option<String>,
+        /// The pull request number
+        #[arg(long, value_name = "PR", env = EnvVars::PR)]
+        pr: Option<String>,
+        /// The commit under test
+        #[arg(long = "ref", value_name = "REF", env = EnvVars::REF)]
+        git_ref: Option<String>,
+        /// What follows `<prefix>-<hex>.`
+        #[arg(long, value_name = "DOMAIN", env = EnvVars::CCCI_DOMAIN_SUFFIX, default_value = defaults::DOMAIN_SUFFIX)]
+        suffix: String,
+        /// The janitor's run-app pattern, which the domain must match
+        #[arg(long, value_name = "RE", env = EnvVars::CCCI_RUN_APP_RE, default_value = defaults::RUN_APP_RE)]
+        run_app_re: String,
     },
 }

@@ -8,20 +8,21 @@ use std::time::Duration;
 
 use ccci_core::child::exec;
 use ccci_core::cli::{emit, emit_bytes, parse_or_exit, run_tool};
-use ccci_core::env::canonical_abra_dir;
+use ccci_core::env::{EnvVars, canonical_abra_dir};
 use ccci_core::exit::{Exit, Failure};
+use ccci_core::run::appdomain::{self, BuildParams};
 use ccci_core::run::rundir::{RunDir, RunsDir};
 use ccci_core::run::rungc::{self, GcEntry, Retention};
 use ccci_core::run::runid::RunId;
 use ccci_core::{diag, duration, say, wrapper_main};
-use cli::{Cli, Gc, TOOL};
+use cli::{Cli, Sub, TOOL};
 
 wrapper_main!(rundir_main);
 
 fn rundir_main() -> i32 {
     let cli: Cli = parse_or_exit(TOOL, Exit::ToolFailed);
-    let result = match cli.gc {
-        Some(Gc::Gc {
+    let result = match cli.sub {
+        Some(Sub::Gc {
             older_than,
             results_older_than,
             dry_run,
@@ -34,9 +35,45 @@ fn rundir_main() -> i32 {
             };
             gc(&runs.runs_dir, &retention, dry_run, json)
         }
+        Some(Sub::Domain {
+            ref recipe,
+            ref pr,
+            ref git_ref,
+            ref suffix,
+            ref run_app_re,
+        }) => domain(
+            // Missing ones are refused by name (RECIPE, PR, REF) in `derive`.
+            &BuildParams {
+                recipe: recipe.as_deref().unwrap_or_default(),
+                pr: pr.as_deref().unwrap_or_default(),
+                git_ref: git_ref.as_deref().unwrap_or_default(),
+            },
+            suffix,
+            run_app_re,
+        ),
         None => run(cli),
     };
     run_tool(TOOL, Exit::ToolFailed, result.map_err(Failure::from))
+}
+
+/// `domain`: print the run's app domain, or refuse one the janitor would not know.
+fn domain(params: &BuildParams<'_>, suffix: &str, run_app_re: &str) -> anyhow::Result<i32> {
+    let domain = appdomain::derive(params, suffix)?;
+    let pattern = regex::Regex::new(run_app_re).map_err(|e| {
+        anyhow::anyhow!(
+            "--run-app-re / {}: not a regular expression: {e}",
+            EnvVars::CCCI_RUN_APP_RE
+        )
+    })?;
+    if !pattern.is_match(domain.as_str()) {
+        anyhow::bail!(
+            "the derived domain {domain} does not match the run-app pattern {run_app_re} ({}): the janitor would never reap what a crashed run left — fix --suffix / {} or the pattern",
+            EnvVars::CCCI_RUN_APP_RE,
+            EnvVars::CCCI_DOMAIN_SUFFIX
+        );
+    }
+    emit(&format!("{domain}\n"))?;
+    Ok(Exit::Success.code())
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {

@@ -1,4 +1,4 @@
-//! A run: its id ([`runid`]), its own directory ([`rundir`], `docs/rundir.md`), and the
+//! A run: its app domain ([`appdomain`]), its id ([`runid`]), its own directory ([`rundir`], `docs/rundir.md`), and the
 //! removal of directories no run uses any more ([`rungc`]).
 
 // The runs dir's own names, here so that rundir (which lays runs out) and rungc (which
@@ -21,6 +21,7 @@ pub const STATE: &str = "state";
 /// the dashboard serves): gc keeps it unless told to remove whole runs.
 pub const LAID_OUT: [&str; 3] = [RUN_LOCK, ABRA, STATE];
 
+pub mod appdomain;
 pub mod rundir;
 pub mod rungc;
 pub mod runid;
