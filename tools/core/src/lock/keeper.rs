@@ -12,7 +12,10 @@
 //! then lets go of every stream it had: a harness that reads a tool's output to its end
 //! (`subprocess.run(..., capture_output=True)`) must not wait for a keeper that lives on.
 //! Until then it dies with its starter (`PR_SET_PDEATHSIG`): a cancelled wait leaves no
-//! keeper behind to take the lock later.
+//! keeper behind to take the lock later. Once it holds the lock it ignores TERM, INT, HUP
+//! and QUIT: a cancel signals the run's whole process group, and the harness tears the
+//! dependency down after that, under its lock. It ends when the top ends, or with the
+//! guard's last-resort KILL.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -69,7 +72,16 @@ pub fn start(program: &std::path::Path, args: &[OsString]) -> io::Result<Started
 /// wait until the run's top (`top`, a pidfd) has ended. Then return, and let the process
 /// exit to release the lock.
 pub fn keep_until_end(top: OwnedFd) -> io::Result<()> {
-    // Dying with the starter was for the wait; from now on only the top counts.
+    // A cancel or the deadline TERMs the run's whole process group, us included, and the
+    // harness then tears the dependency down — under its lock, which must still be held.
+    // So from now on only the top's end counts (or the guard's last-resort KILL); before
+    // the starter hears we hold it, so a signal that came first ended us, lock and all.
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+        // SAFETY: SIG_IGN installs no handler of ours.
+        unsafe { signal(sig, SigHandler::SigIgn) }.map_err(io::Error::from)?;
+    }
+    // Dying with the starter was for the wait.
     // SAFETY: prctl(2) with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     io::stdout().write_all(HELD)?;
