@@ -74,4 +74,79 @@ if shutil.which("systemd-tmpfiles") and os.geteuid() == 0:
 else:
     print("nix/check.sh: not root or no systemd-tmpfiles: the tmpfiles rules were not applied", file=sys.stderr)
 PY
+
+# The module itself, evaluated against a stand-in of the nixpkgs lib (nix/tests/module-eval.nix:
+# it catches misspelt names and paths, not what only the module system and NixOS check).
+eval_module() { # settings, expression over nix/tests/module-eval.nix's attributes
+  nix-instantiate --eval --strict --json -E "with import ./nix/tests/module-eval.nix { settings = { enable = true; } // $1; }; $2"
+}
+module_expect() { # settings, expression, expected JSON
+  local got
+  got=$(eval_module "$1" "$2")
+  [ "$got" = "$3" ] || { echo "nix/check.sh: module with $1: $2 is $got, expected $3" >&2; exit 1; }
+}
+# Every option is in docs/nix.md's table, and every row of the table is an option.
+python3 - "$(eval_module '{ }' options)" <<'PY'
+import json, re, sys
+options = set(json.loads(sys.argv[1]))
+documented = set(re.findall(r"^\| `(services\.ccci\.[A-Za-z.]+)` \|", open("docs/nix.md").read(), re.M))
+assert options == documented, f"nix/check.sh: options not in docs/nix.md's table: {sorted(options - documented)}; rows that are no option: {sorted(documented - options)}"
+PY
+# The defaults pass their own types and assertions, without a warning.
+module_expect '{ }' 'badValues' '[]'
+module_expect '{ }' 'failedAssertions' '[]'
+module_expect '{ }' 'warnings' '[]'
+# A newline in anything that lands in a unit directive, whitespace or a store path in a
+# path, fails the option's type.
+module_expect '{ janitor.interval = "daily\nOnCalendar=minutely"; gc.interval = "daily\nx"; janitor.randomizedDelaySec = "0\nx"; gc.randomizedDelaySec = "0\nx"; runAppRegex = "^a\nb"; protectRegex = "^a\nb"; }' 'badValues' \
+  '["services.ccci.gc.interval","services.ccci.gc.randomizedDelaySec","services.ccci.janitor.interval","services.ccci.janitor.randomizedDelaySec","services.ccci.protectRegex","services.ccci.runAppRegex"]'
+module_expect '{ lockDir = "/run/lock/cc ci"; runsDir = "relative"; canonicalAbraDir = "/nix/store/x-abra"; janitor.metricsFile = "/var/lib/m/%h.prom"; }' 'badValues' \
+  '["services.ccci.canonicalAbraDir","services.ccci.janitor.metricsFile","services.ccci.lockDir","services.ccci.runsDir"]'
+# Places and patterns the types cannot judge fail an assertion that says why, or warn.
+module_expect '{ lockDir = "/tmp/ccci"; }' 'failedAssertions' \
+  '["services.ccci.lockDir = \"/tmp/ccci\" is under /tmp or /var/tmp, which each unit sees privately (PrivateTmp) and systemd-tmpfiles age-cleans."]'
+module_expect '{ runAppRegex = ""; }' 'failedAssertions' '["services.ccci.runAppRegex = \"\" is empty, which matches every domain."]'
+module_expect '{ runAppRegex = "-[0-9a-f]{6}"; }' 'warnings' \
+  '["services.ccci.runAppRegex = \"-[0-9a-f]{6}\" does not start with ^: it matches a run-like name anywhere in a domain, an infra stack'"'"'s included."]'
+# The lock dir /run/lock gets no tmpfiles rule.
+module_expect '{ lockDir = "/run/lock"; }' 'tmpfiles' '["d /var/lib/cc-ci-runs 0755 root root -"]'
+# What the units say, besides the hardening: not stopped by a switch, the options reach them.
+module_expect '{ }' 'services.ccci-janitor.restartIfChanged' 'false'
+module_expect '{ }' 'services.ccci-janitor.unitConfig' '{"X-StopOnRemoval":false}'
+module_expect '{ }' 'services.ccci-rundir-gc.unitConfig' '{"X-StopOnRemoval":false}'
+module_expect '{ janitor.persistent = false; janitor.randomizedDelaySec = "5m"; gc.randomizedDelaySec = "1h"; }' \
+  '[ timers.ccci-janitor.timerConfig timers.ccci-rundir-gc.timerConfig ]' \
+  '[{"OnCalendar":"*:0/10","Persistent":false,"RandomizedDelaySec":"5m"},{"OnCalendar":"daily","Persistent":true,"RandomizedDelaySec":"1h"}]'
+module_expect '{ package = "/p"; gc.resultsOlderThan = "90d"; }' 'services.ccci-rundir-gc.serviceConfig.ExecStart' \
+  '"\"/p/bin/ccci-rundir\" \"gc\" \"--older-than\" \"7d\" \"--results-older-than\" \"90d\""'
+module_expect '{ protectRegex = "^keep-%n"; }' 'services.ccci-janitor.environment.CCCI_PROTECT_RE' '"^keep-%%n"'
+module_expect '{ protectRegex = "^keep-%n"; }' 'variables.CCCI_PROTECT_RE' '"^keep-%n"'
+# The unit files, written as NixOS writes them, load in a real systemd without a warning
+# (an unknown or misspelt directive would be ignored, and its hardening with it).
+if command -v systemd-analyze >/dev/null; then
+  units=$(mktemp -d)
+  mkdir "$units/bin"
+  for tool in ccci-janitor ccci-rundir; do ln -s "$(type -P true)" "$units/bin/$tool"; done
+  python3 - "$units" "$(eval_module "{ package = \"$units\"; janitor.metricsFile = \"/var/lib/ccci-metrics/janitor.prom\"; }" units)" <<'PY'
+import json, subprocess, sys
+units, files = sys.argv[1], json.loads(sys.argv[2])
+for name, text in files.items():
+    with open(f"{units}/{name}", "w") as f:
+        f.write(text)
+out = subprocess.run(["systemd-analyze", "verify", *[f"{units}/{n}" for n in files]],
+                     capture_output=True, text=True)
+assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), \
+    f"nix/check.sh: systemd-analyze verify of the module's units: {out.stdout}{out.stderr}"
+# systemd's own measure of their exposure (0 to 10, lower is better), held where the
+# hardening has it: a directive lost or weakened raises it.
+import re
+for name, ceiling in {"ccci-janitor.service": 1.4, "ccci-rundir-gc.service": 1.2}.items():
+    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", f"{units}/{name}"],
+                         capture_output=True, text=True).stdout
+    level = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+    assert level <= ceiling, f"nix/check.sh: {name}: exposure {level} > {ceiling}:\n{out}"
+PY
+  rm -rf "$units"
+  echo "systemd-analyze: the module's units load without a warning, exposure within bounds"
+fi
 echo "evaluated what needs no nixpkgs"

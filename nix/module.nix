@@ -54,8 +54,12 @@ let
     ProtectSystem = "strict";
     PrivateTmp = true;
     PrivateDevices = true;
+    PrivateMounts = true;
     NoNewPrivileges = true;
-    # The docker socket is a filesystem socket; the tools and the docker CLI use no network.
+    # The docker socket is a filesystem socket, reachable from a network namespace of the
+    # unit's own; the tools and the docker CLI use no network.
+    PrivateNetwork = true;
+    IPAddressDeny = "any";
     RestrictAddressFamilies = [ "AF_UNIX" ];
     ProtectKernelTunables = true;
     ProtectKernelModules = true;
@@ -75,8 +79,6 @@ let
     ];
     # A call outside the filter fails instead of killing the pass halfway through a reap.
     SystemCallErrorNumber = "EPERM";
-    # The metrics file must stay readable for node_exporter.
-    UMask = "0022";
     # Not set, on purpose: ProtectProc and ProcSubset (the janitor reads /proc/locks and
     # names the processes holding a stale lock from /proc/*/fd), PrivateUsers (root's
     # lockfiles, root's docker socket).
@@ -302,6 +304,8 @@ in
             ]
             ++ lib.optional (metricsFile != null) "-${dirOf metricsFile}";
             ProtectHome = ccci.protectHome janitorWritable;
+            # The metrics file must be readable for node_exporter.
+            UMask = "0022";
             # /proc/<pid>/fd of a lock holder with more capabilities than the janitor (any
             # root process) needs CAP_SYS_PTRACE; everything else it touches is root's own.
             CapabilityBoundingSet = [ "CAP_SYS_PTRACE" ];
@@ -332,6 +336,7 @@ in
             );
             ReadWritePaths = gcWritable;
             ProtectHome = ccci.protectHome gcWritable;
+            UMask = "0077";
             # A run directory holds what containers wrote through bind mounts (other owners,
             # sticky directories, read-only directories): removing it needs these two.
             CapabilityBoundingSet = [
