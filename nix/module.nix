@@ -168,7 +168,9 @@ in
       description = ''
         Allowlist (`CCCI_RUN_APP_RE`, a Rust regex): only domains matching it are ephemeral
         run apps the janitor may reap. The default is cc-ci's own pattern; it should start
-        with `^`.
+        with `^`. A run whose domain it does not match is refused by `ccci-rundir domain`,
+        so a host that changes the suffix of its runs' domains (`CCCI_DOMAIN_SUFFIX` in
+        .drone.yml) changes this with it.
       '';
     };
 

@@ -3,6 +3,7 @@
 mod adversary;
 mod btrfs;
 mod contention;
+mod for_run;
 mod owner;
 mod race;
 mod run;

@@ -1,9 +1,31 @@
 //! ccci-rundir end to end (../shared/spec/rundir.md, "What the tests must show").
 
+mod domain;
 mod gc;
+mod retention;
 mod run;
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::exists;
+
+/// Make a run dir look idle since `when` (`touch -d`): the directory and its `state/`,
+/// which gc judges a run's age by, links not followed.
+pub fn age(run: &Path, when: &str) {
+    for p in [run.to_owned(), run.join("state")]
+        .iter()
+        .filter(|p| exists(p))
+    {
+        let ok = Command::new("touch")
+            .args(["-h", "-d", when])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
 
 /// The `KEY=VALUE` lines a command printed (`env`), for the variables rundir sets.
 pub fn vars(stdout: &[u8]) -> BTreeMap<String, String> {

@@ -32,7 +32,7 @@ fn lays_out_links_to_the_canonical_tree_and_empty_recipes_and_state() {
     expect("CCCI_RUN_DIR", run.clone());
     expect("CCCI_STATE_DIR", run.join("state"));
     expect("CCCI_DEPLOY_COUNT_FILE", run.join("state/deploys"));
-    expect("CCCI_OPSTATE_FILE", run.join("state/opstate"));
+    expect("CCCI_OP_STATE_FILE", run.join("state/opstate"));
     expect("CCCI_DEPS_FILE", run.join("state/deps"));
     expect("CCCI_DEPSKIP_FILE", run.join("state/depskip"));
     assert_eq!(v["CCCI_RUN_ID"], "279");
@@ -212,7 +212,7 @@ fn two_runs_at_once_never_share_a_file_nor_a_deploy_count() {
         "CCCI_RUN_DIR",
         "CCCI_STATE_DIR",
         "CCCI_DEPLOY_COUNT_FILE",
-        "CCCI_OPSTATE_FILE",
+        "CCCI_OP_STATE_FILE",
         "CCCI_DEPS_FILE",
         "CCCI_DEPSKIP_FILE",
     ] {

@@ -16,8 +16,8 @@ use ccci_core::deploy::{self, Abra};
 use ccci_core::domain::Domain;
 use ccci_core::env::{EnvVars, non_empty};
 use ccci_core::exit::{Exit, Failure, OrExit};
-use ccci_core::lock::applock;
 use ccci_core::lock::lockdir::LockDir;
+use ccci_core::lock::runlocks;
 use ccci_core::swarm::docker::Docker;
 use ccci_core::swarm::{Inventory, StackResources};
 use ccci_core::{diag, duration, say};
@@ -73,9 +73,9 @@ fn domain_arg(s: &str) -> Result<Domain, Failure> {
 /// The lock rule: up and down run only while holding DOMAIN's app lock, so a deploy can
 /// never be counted or made before the lock is taken.
 fn require_lock(domain: &Domain) -> Result<(), Failure> {
-    match applock::inherited(&LockDir::resolve(None), domain) {
+    match runlocks::held_by_this_run(&LockDir::resolve(None), domain) {
         Ok(Some(_)) => {
-            keep_locks_from_children();
+            runlocks::keep_locks_from_children();
             Ok(())
         }
         // Cannot tell (EMFILE): never act as the holder on a guess.
@@ -89,19 +89,6 @@ fn require_lock(domain: &Domain) -> Result<(), Failure> {
                 "not holding the app lock for {domain} — run under 'ccci-lock {domain} -- ...'"
             ),
         )),
-    }
-}
-
-/// docker and abra never need the app lock, and must not hold it: what a hung abra
-/// started outlives a killed `ccci-deploy` (until the guard sweeps it), and with the
-/// descriptor ccci-lock handed down it would keep the domain held for the next run. So
-/// every descriptor of ours that holds a flock is close-on-exec; we keep it open.
-fn keep_locks_from_children() {
-    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-    for (fd, _) in ccci_core::lock::proclocks::our_exclusive_flocks().unwrap_or_default() {
-        // SAFETY: only the flags of a descriptor this process has open are changed.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
 }
 

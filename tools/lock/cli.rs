@@ -27,6 +27,22 @@ WAITING:
   On acquiring it prints '== app lock: acquired D ==' ('after Ns' when it waited) and
   execs the command with CCCI_LOCK_FD, CCCI_LOCK_FILE and CCCI_LOCK_DOMAIN set.
 
+A RUN'S DEPENDENCIES (--for-run):
+  A run that deploys a cold dependency as an app of its own takes that app's lock too,
+  from inside the run, before deploying it: `ccci-lock --for-run DEP_DOMAIN` waits like
+  any ccci-lock (same lines, -n, -w, -E), then returns 0 and leaves a keeper process
+  that holds DEP_DOMAIN until the run's top (the harness ccci-lock exec'd) has ended.
+  `ccci-deploy up|down DEP_DOMAIN` then passes its lock rule, and the janitor leaves the
+  dependency alone while the run lives. A domain the run holds already (its own app, or a
+  dependency taken before: D -> E -> D) is not waited for: 0 at once. Outside a run (no
+  process above holds an app lock in the lock dir): status 125.
+
+ALREADY HELD BY THIS RUN:
+  Whether the run holds a domain is asked of the kernel (/proc), never of variables: a
+  descriptor of ours, one of a process above us (a Python harness does not pass
+  CCCI_LOCK_FD to what it starts), or a keeper of this run. A nested `ccci-lock D --
+  CMD` of a held domain does not wait for itself: it runs CMD at once.
+
 EXIT STATUS:
   the command's own   the command ran (killed by signal N: the shell shows 128+N)
   75                  not acquired: --no-wait, or --wait ran out (see -E)
@@ -47,7 +63,7 @@ ENVIRONMENT:
 #[command(
     name = TOOL,
     version,
-    override_usage = "ccci-lock [OPTIONS] <DOMAIN> -- <COMMAND> [ARGS]...\n       ccci-lock --status [--json] [DOMAIN]...",
+    override_usage = "ccci-lock [OPTIONS] <DOMAIN> -- <COMMAND> [ARGS]...\n       ccci-lock [OPTIONS] --for-run <DOMAIN>\n       ccci-lock --status [--json] [DOMAIN]...",
     after_help = AFTER_HELP
 )]
 pub(crate) struct Cli {
@@ -86,6 +102,15 @@ pub(crate) struct Cli {
     /// With --status: one JSON document on stdout
     #[arg(long, requires = "status")]
     pub(crate) json: bool,
+
+    /// Take DOMAIN (a dependency app) for the rest of this run, then return: wait as
+    /// usual, then leave a keeper that holds it until the run's harness ends
+    #[arg(long, conflicts_with = "status")]
+    pub(crate) for_run: bool,
+
+    /// With --for-run: be the keeper (started by ccci-lock itself)
+    #[arg(long, hide = true, requires = "for_run")]
+    pub(crate) keeper: bool,
 
     /// The app domain (with --status: any number of them, or none for all)
     #[arg(value_name = "DOMAIN")]

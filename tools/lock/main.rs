@@ -5,6 +5,7 @@
 mod cli;
 
 use std::ffi::{OsStr, OsString};
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,12 +14,14 @@ use ccci_core::child::exec;
 use ccci_core::cli::{emit, parse_or_exit, run_tool};
 use ccci_core::domain::Domain;
 use ccci_core::env::{EnvVars, non_empty};
-use ccci_core::exit::{Exit, Failure};
+use ccci_core::exit::{Exit, Failure, signal_status};
 use ccci_core::lock::applock::{Acquisition, AppLock, Wait, WaitEvent};
 use ccci_core::lock::holder::{Holder, describe, pid_and_run};
+use ccci_core::lock::keeper::{self, Started};
 use ccci_core::lock::lockdir::LockDir;
 use ccci_core::lock::lockstatus;
 use ccci_core::lock::proclocks::OpenBy;
+use ccci_core::lock::runlocks::{self, RunHold, held_by_this_run, run_top};
 use ccci_core::run::runid::RunId;
 use ccci_core::{diag, duration, say, wrapper_main};
 use cli::{Cli, TOOL};
@@ -27,7 +30,13 @@ wrapper_main!(lock_main);
 
 fn lock_main() -> i32 {
     let cli: Cli = parse_or_exit(TOOL, Exit::ToolFailed);
-    let result = if cli.status { status(&cli) } else { run(cli) };
+    let result = if cli.status {
+        status(&cli)
+    } else if cli.for_run {
+        for_run(cli)
+    } else {
+        run(cli)
+    };
     run_tool(TOOL, Exit::ToolFailed, result.map_err(Failure::from))
 }
 
@@ -64,37 +73,153 @@ fn status(cli: &Cli) -> anyhow::Result<i32> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    let [domain] = cli.domains.as_slice() else {
-        anyhow::bail!(
-            "expected exactly one DOMAIN before `--`, got {} (usage: ccci-lock [OPTIONS] <DOMAIN> -- <COMMAND>...)",
-            cli.domains.len()
-        );
-    };
+    let domain = one_domain(&cli, "<DOMAIN> -- <COMMAND>...")?;
     if cli.command.is_empty() {
         anyhow::bail!(
             "no command given after `--` (usage: ccci-lock [OPTIONS] <DOMAIN> -- <COMMAND>...)"
         );
     }
-    let domain = Domain::parse_os(domain)?;
-    let run_id = RunId::resolve(cli.run_id)?;
-    let dir = LockDir::resolve(cli.lock_dir);
+    let dir = LockDir::resolve(cli.lock_dir.clone());
     dir.ensure()?;
-    // Nested under a ccci-lock of the same domain: we hold it already, through the
-    // descriptor we inherited. Waiting would be waiting for ourselves, forever.
-    let inherited = ccci_core::lock::applock::inherited(&dir, &domain)
+    // Nested in a run that holds the domain already: waiting would be waiting for
+    // ourselves, forever.
+    let held = held_by_this_run(&dir, &domain)
         .with_context(|| format!("cannot tell whether this run already holds {domain}"))?;
-    if let Some(fd) = inherited {
-        if !cli.quiet {
-            say!("== app lock: {domain} is already held by this run (fd {fd}) ==");
+    match held {
+        Some(RunHold::Own { fd }) => {
+            if !cli.quiet {
+                say!("== app lock: {domain} is already held by this run (fd {fd}) ==");
+            }
+            return Ok(exec_holding(
+                &cli.command,
+                fd,
+                &dir.lockfile(&domain),
+                &domain,
+            ));
         }
-        return Ok(exec_holding(
-            &cli.command,
-            fd,
-            &dir.lockfile(&domain),
-            &domain,
-        ));
+        // Held above us, or by a keeper of the run: there is no descriptor to pass on,
+        // and the tools below ask the kernel as we did.
+        Some(hold) => {
+            if !cli.quiet {
+                say!("== app lock: {domain} is already held by this run ({hold}) ==");
+            }
+            let err = exec::exec(&cli.command, &[]);
+            diag!(TOOL, "{err}");
+            return Ok(err.status.code());
+        }
+        None => {}
     }
+    let command = cli
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let (lock, waited) = match take(&cli, &dir, &domain, command, None)? {
+        Ok(taken) => taken,
+        Err(not_acquired) => return Ok(not_acquired),
+    };
+    let file = lock.path().to_owned();
+    let fd = lock.into_inherited_fd()?;
+    if !cli.quiet {
+        say!("== app lock: acquired {domain}{} ==", after(waited));
+    }
+    Ok(exec_holding(&cli.command, fd, &file, &domain))
+}
 
+/// `--for-run DOMAIN`: take a dependency's lock for the rest of the run we are in
+/// (`docs/lock.md`, "A run's dependencies"). The starter checks and starts a keeper; the
+/// keeper (`--keeper`) takes the lock and holds it until the run's top ends.
+fn for_run(cli: Cli) -> anyhow::Result<i32> {
+    let domain = one_domain(&cli, "--for-run <DOMAIN>")?;
+    if !cli.command.is_empty() {
+        anyhow::bail!("--for-run takes no command: the lock is kept until the run ends");
+    }
+    let dir = LockDir::resolve(cli.lock_dir.clone());
+    dir.ensure()?;
+    let not_in_a_run = || {
+        anyhow::anyhow!(
+            "not inside a run: no process above holds an app lock in {} — take the run's own app first (ccci-lock <app domain> -- <harness>), or set {} as the run does",
+            dir.path().display(),
+            EnvVars::CCCI_APP_LOCK_DIR
+        )
+    };
+    if !cli.keeper {
+        let held = held_by_this_run(&dir, &domain)
+            .with_context(|| format!("cannot tell whether this run already holds {domain}"))?;
+        if let Some(hold) = held {
+            if !cli.quiet {
+                say!("== app lock: {domain} is already held by this run ({hold}) ==");
+            }
+            return Ok(Exit::Success.code());
+        }
+        run_top(&dir).ok_or_else(not_in_a_run)?;
+        // The keeper holds what it takes, nothing of the run's.
+        runlocks::keep_locks_from_children();
+        let args: Vec<OsString> = std::iter::once("--keeper".into())
+            .chain(std::env::args_os().skip(1))
+            .collect();
+        let program =
+            std::env::current_exe().context("cannot find this program to start a keeper")?;
+        return Ok(
+            match keeper::start(&program, &args).context("cannot start a keeper")? {
+                Started::Held { .. } => Exit::Success.code(),
+                Started::Ended(status) => status
+                    .code()
+                    .or_else(|| status.signal().map(signal_status))
+                    .unwrap_or(Exit::ToolFailed.code()),
+            },
+        );
+    }
+    let top = run_top(&dir).ok_or_else(not_in_a_run)?;
+    let pinned =
+        keeper::pin(top).with_context(|| format!("cannot pin the run's top, pid {top}"))?;
+    // Pinned by pid: if that pid ended and was reused meanwhile, it is not our run's.
+    if run_top(&dir) != Some(top) {
+        return Err(not_in_a_run());
+    }
+    let command = vec![TOOL.to_owned(), "--for-run".to_owned(), domain.to_string()];
+    let (lock, waited) = match take(&cli, &dir, &domain, command, Some(top))? {
+        Ok(taken) => taken,
+        Err(not_acquired) => return Ok(not_acquired),
+    };
+    if !cli.quiet {
+        say!(
+            "== app lock: acquired {domain}{} for the rest of this run (kept by pid {} until pid {top} ends) ==",
+            after(waited),
+            std::process::id()
+        );
+    }
+    keeper::keep_until_end(pinned).context("keeping the lock")?;
+    drop(lock);
+    Ok(Exit::Success.code())
+}
+
+fn one_domain(cli: &Cli, usage: &str) -> anyhow::Result<Domain> {
+    let [domain] = cli.domains.as_slice() else {
+        anyhow::bail!(
+            "expected exactly one DOMAIN, got {} (usage: ccci-lock [OPTIONS] {usage})",
+            cli.domains.len()
+        );
+    };
+    Ok(Domain::parse_os(domain)?)
+}
+
+fn after(waited: Option<Duration>) -> String {
+    waited.map_or_else(String::new, |w| {
+        format!(" after {}", duration::format_secs(w))
+    })
+}
+
+/// Take `domain`'s lock as the options say, reporting the wait; `Err(status)` when it was
+/// not acquired (`-n`, `-w`), after saying who holds it.
+fn take(
+    cli: &Cli,
+    dir: &LockDir,
+    domain: &Domain,
+    command: Vec<String>,
+    kept_for: Option<i32>,
+) -> anyhow::Result<Result<(AppLock, Option<Duration>), i32>> {
+    let run_id = RunId::resolve(cli.run_id.clone())?;
     let wait_env = non_empty(EnvVars::CCCI_LOCK_WAIT)
         .map(|v| {
             duration::parse(&v.to_string_lossy())
@@ -145,25 +270,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             who(holders)
         ),
     };
-    let command: Vec<String> = cli
-        .command
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let holder = Holder::new_for_this_process(
+    let mut holder = Holder::new_for_this_process(
         Some(domain.as_str()),
         run_id.as_ref().map(RunId::as_str),
         TOOL,
         command,
     );
+    holder.kept_for = kept_for;
     let how = |waited: Duration| match wait {
         Wait::For(_) => format!("gave up after {}", duration::format_secs(waited)),
         _ => "not waiting".to_owned(),
     };
     let progress = cli.progress_interval;
-    let (lock, waited) =
-        match AppLock::acquire(&dir, &domain, wait, progress, &holder, &mut report)? {
-            Acquisition::Held { lock, waited } => (lock, waited),
+    let conflict = i32::from(cli.conflict_exit_code);
+    Ok(
+        match AppLock::acquire(dir, domain, wait, progress, &holder, &mut report)? {
+            Acquisition::Held { lock, waited } => Ok((lock, waited)),
             Acquisition::Busy { holder, waited } => {
                 let (pid, run) = pid_and_run(holder.as_ref());
                 diag!(
@@ -171,7 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     "{domain} is held by pid {pid} (run {run}) — {}",
                     how(waited)
                 );
-                return Ok(i32::from(cli.conflict_exit_code));
+                Err(conflict)
             }
             Acquisition::BusyUnlinked { holders, waited } => {
                 diag!(
@@ -180,21 +302,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     who(&holders),
                     how(waited)
                 );
-                return Ok(i32::from(cli.conflict_exit_code));
+                Err(conflict)
             }
-        };
-    let file = lock.path().to_owned();
-    let fd = lock.into_inherited_fd()?;
-    if !quiet {
-        match waited {
-            Some(w) => say!(
-                "== app lock: acquired {domain} after {} ==",
-                duration::format_secs(w)
-            ),
-            None => say!("== app lock: acquired {domain} =="),
-        }
-    }
-    Ok(exec_holding(&cli.command, fd, &file, &domain))
+        },
+    )
 }
 
 /// The processes holding a removed lockfile, for a line: `pid 4242 (cc-ci-run), ...`.

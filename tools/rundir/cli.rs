@@ -20,8 +20,10 @@ LAYOUT:
   <runs dir>/<run id>/state/           fresh and empty for every attempt
   What a crashed attempt of the same run id left is repaired; a real file or directory
   where a symlink belongs is refused, never deleted. The command gets ABRA_DIR,
-  CCCI_RUN_ID, CCCI_RUN_DIR, CCCI_STATE_DIR, CCCI_DEPLOY_COUNT_FILE, CCCI_OPSTATE_FILE,
-  CCCI_DEPS_FILE and CCCI_DEPSKIP_FILE.
+  CCCI_RUN_ID, CCCI_RUN_DIR, CCCI_STATE_DIR, CCCI_DEPLOY_COUNT_FILE, CCCI_OP_STATE_FILE,
+  CCCI_DEPS_FILE and CCCI_DEPSKIP_FILE. gc removes what is laid out here from idle runs
+  and keeps what the command wrote into the run dir (results.json, screenshots, ...)
+  unless --results-older-than says so: see ccci-rundir gc --help.
 
 EXIT STATUS:
   the command's own   the command ran (killed by signal N: the shell shows 128+N)
@@ -41,7 +43,7 @@ ENVIRONMENT:
 #[command(
     name = TOOL,
     version,
-    override_usage = "ccci-rundir [OPTIONS] -- <COMMAND> [ARGS]...\n       ccci-rundir --print [--json] [OPTIONS]\n       ccci-rundir gc --older-than <DUR> [--dry-run] [--json]",
+    override_usage = "ccci-rundir [OPTIONS] -- <COMMAND> [ARGS]...\n       ccci-rundir --print [--json] [OPTIONS]\n       ccci-rundir gc --older-than <DUR> [--results-older-than <DUR>] [--dry-run] [--json]\n       ccci-rundir domain [--recipe R] [--pr P] [--ref REF]",
     after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true
 )]
@@ -66,7 +68,7 @@ pub(crate) struct Cli {
     pub(crate) json: bool,
 
     #[command(subcommand)]
-    pub(crate) gc: Option<Gc>,
+    pub(crate) sub: Option<Sub>,
 
     /// The command to run in the run dir (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
@@ -80,20 +82,82 @@ pub(crate) struct RunsDirArg {
     pub(crate) runs_dir: PathBuf,
 }
 
+const GC_AFTER_HELP: &str = "\
+WHAT GC REMOVES AND KEEPS:
+  A run is judged only when its .run.lock is free (a held run is never touched, however
+  old), by its idle time: the newest mtime of the run dir and its state/.
+  idle >= --older-than          what ccci-rundir laid out goes: abra/ (the run's abra tree;
+                                symlinks unlinked, never followed), state/ and, if nothing
+                                else is left, .run.lock and the run dir itself.
+                                Everything else in the run dir -- what the run's command
+                                wrote there: results.json, lint output, screenshots,
+                                artifacts/ -- is kept, and its age keeps counting from the
+                                run's last change.
+  idle >= --results-older-than  the whole run dir goes, what the command wrote included
+                                (whatever --older-than says). Off unless given.
+  Only directories named like a run id that hold a .run.lock of ours are runs: nothing
+  else in the runs dir is touched, and nothing mounted inside a run is removed.
+
+OUTPUT:
+  removed run <id> (<path>, idle <DUR>)    the run dir is gone
+  pruned run <id> (<path>, idle <DUR>): kept <names>
+  (would remove / would prune with --dry-run)
+  --json: {\"version\":1,\"removed\":[...],\"pruned\":[...],\"kept\":[...],\"failed\":[...]}";
+
+const DOMAIN_AFTER_HELP: &str = "\
+THE DOMAIN:
+  <first 4 letters or digits of the recipe>-<6 hex>.<suffix>, e.g.
+  immi-ad3e33.ci.commoninternet.net: the 6 hex digits are the start of
+  SHA-256(\"<recipe>\\n<pr>\\n<ref>\"), so the same recipe, PR and ref always give the
+  same domain (two builds of one commit wait for each other on its app lock) and a new
+  push a new one. A run's cold dependency: `ccci-rundir domain --recipe <dependency>`
+  (PR and REF from the build), unique to the run.
+  A domain that the janitor's run-app pattern does not match is refused (status 125):
+  the janitor would never reap what a crashed run left of it.
+
+IN THE DRONE STEP (/bin/sh -e):
+  CCCI_DOMAIN=$(ccci-rundir domain)    a plain assignment: a failure stops the step
+  export CCCI_DOMAIN
+  Not `export CCCI_DOMAIN=$(...)`, whose status is export's: the step would go on with
+  an empty domain.";
+
 #[derive(Subcommand, Debug)]
-pub(crate) enum Gc {
-    /// Remove run directories whose run lock is free and that have been idle this long
+pub(crate) enum Sub {
+    /// Remove what ccci laid out in idle runs nobody holds; keep what the run wrote there
+    #[command(after_help = GC_AFTER_HELP)]
     Gc {
-        /// Remove runs idle longer than this (e.g. 7d)
+        /// Remove the abra tree and state of runs idle longer than this (e.g. 7d); keep their results
         #[arg(long, value_name = "DUR", value_parser = duration_arg)]
         older_than: Duration,
+        /// Also remove whole runs idle longer than this, results included (e.g. 90d) [default: never]
+        #[arg(long, value_name = "DUR", value_parser = duration_arg)]
+        results_older_than: Option<Duration>,
         /// Say what would be removed; remove nothing
         #[arg(long)]
         dry_run: bool,
-        /// One JSON document: {"version":1,"removed":[...],"kept":[...],"failed":[...]}
+        /// One JSON document: {"version":1,"removed":[...],"pruned":[...],"kept":[...],"failed":[...]}
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         runs: RunsDirArg,
+    },
+    /// Print the run's app domain, derived from the build's RECIPE, PR and REF
+    #[command(after_help = DOMAIN_AFTER_HELP)]
+    Domain {
+        /// The recipe (a dependency's, for its domain)
+        #[arg(long, value_name = "RECIPE", env = EnvVars::RECIPE)]
+        recipe: Option<String>,
+        /// The pull request number
+        #[arg(long, value_name = "PR", env = EnvVars::PR)]
+        pr: Option<String>,
+        /// The commit under test
+        #[arg(long = "ref", value_name = "REF", env = EnvVars::REF)]
+        git_ref: Option<String>,
+        /// What follows `<prefix>-<hex>.`
+        #[arg(long, value_name = "DOMAIN", env = EnvVars::CCCI_DOMAIN_SUFFIX, default_value = defaults::DOMAIN_SUFFIX)]
+        suffix: String,
+        /// The janitor's run-app pattern, which the domain must match
+        #[arg(long, value_name = "RE", env = EnvVars::CCCI_RUN_APP_RE, default_value = defaults::RUN_APP_RE)]
+        run_app_re: String,
     },
 }

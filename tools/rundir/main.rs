@@ -8,28 +8,72 @@ use std::time::Duration;
 
 use ccci_core::child::exec;
 use ccci_core::cli::{emit, emit_bytes, parse_or_exit, run_tool};
-use ccci_core::env::canonical_abra_dir;
+use ccci_core::env::{EnvVars, canonical_abra_dir};
 use ccci_core::exit::{Exit, Failure};
+use ccci_core::run::appdomain::{self, BuildParams};
 use ccci_core::run::rundir::{RunDir, RunsDir};
-use ccci_core::run::rungc;
+use ccci_core::run::rungc::{self, GcEntry, Retention};
 use ccci_core::run::runid::RunId;
 use ccci_core::{diag, duration, say, wrapper_main};
-use cli::{Cli, Gc, TOOL};
+use cli::{Cli, Sub, TOOL};
 
 wrapper_main!(rundir_main);
 
 fn rundir_main() -> i32 {
     let cli: Cli = parse_or_exit(TOOL, Exit::ToolFailed);
-    let result = match cli.gc {
-        Some(Gc::Gc {
+    let result = match cli.sub {
+        Some(Sub::Gc {
             older_than,
+            results_older_than,
             dry_run,
             json,
             ref runs,
-        }) => gc(&runs.runs_dir, older_than, dry_run, json),
+        }) => {
+            let retention = Retention {
+                older_than,
+                results_older_than,
+            };
+            gc(&runs.runs_dir, &retention, dry_run, json)
+        }
+        Some(Sub::Domain {
+            ref recipe,
+            ref pr,
+            ref git_ref,
+            ref suffix,
+            ref run_app_re,
+        }) => domain(
+            // Missing ones are refused by name (RECIPE, PR, REF) in `derive`.
+            &BuildParams {
+                recipe: recipe.as_deref().unwrap_or_default(),
+                pr: pr.as_deref().unwrap_or_default(),
+                git_ref: git_ref.as_deref().unwrap_or_default(),
+            },
+            suffix,
+            run_app_re,
+        ),
         None => run(cli),
     };
     run_tool(TOOL, Exit::ToolFailed, result.map_err(Failure::from))
+}
+
+/// `domain`: print the run's app domain, or refuse one the janitor would not know.
+fn domain(params: &BuildParams<'_>, suffix: &str, run_app_re: &str) -> anyhow::Result<i32> {
+    let domain = appdomain::derive(params, suffix)?;
+    let pattern = regex::Regex::new(run_app_re).map_err(|e| {
+        anyhow::anyhow!(
+            "--run-app-re / {}: not a regular expression: {e}",
+            EnvVars::CCCI_RUN_APP_RE
+        )
+    })?;
+    if !pattern.is_match(domain.as_str()) {
+        anyhow::bail!(
+            "the derived domain {domain} does not match the run-app pattern {run_app_re} ({}): the janitor would never reap what a crashed run left — fix --suffix / {} or the pattern",
+            EnvVars::CCCI_RUN_APP_RE,
+            EnvVars::CCCI_DOMAIN_SUFFIX
+        );
+    }
+    emit(&format!("{domain}\n"))?;
+    Ok(Exit::Success.code())
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -112,23 +156,34 @@ fn shell_quote(s: &[u8]) -> Vec<u8> {
 
 fn gc(
     runs_dir: &std::path::Path,
-    older_than: Duration,
+    retention: &Retention,
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let report = rungc::gc(&RunsDir::new(runs_dir), older_than, dry_run)?;
+    let report = rungc::gc(&RunsDir::new(runs_dir), retention, dry_run)?;
     if json {
         emit(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
-        let verb = if dry_run { "would remove" } else { "removed" };
-        let lines: String = report
-            .removed
-            .iter()
-            .map(|run| {
-                let idle = duration::format(Duration::from_secs(run.idle_s));
-                format!("{verb} run {} ({}, idle {idle})\n", run.run_id, run.path)
-            })
-            .collect();
+        let would = if dry_run { "would " } else { "" };
+        let line = |verb: &str, run: &GcEntry, tail: String| {
+            let idle = duration::format(Duration::from_secs(run.idle_s));
+            format!(
+                "{would}{verb} run {} ({}, idle {idle}){tail}\n",
+                run.run_id, run.path
+            )
+        };
+        let mut lines = String::new();
+        for run in &report.removed {
+            let with = match run.results.is_empty() {
+                true => String::new(),
+                false => format!(", results included: {}", run.results.join(", ")),
+            };
+            lines += &line(if dry_run { "remove" } else { "removed" }, run, with);
+        }
+        for run in &report.pruned {
+            let kept = format!(": kept {}", run.results.join(", "));
+            lines += &line(if dry_run { "prune" } else { "pruned" }, run, kept);
+        }
         emit(&lines)?;
     }
     for run in &report.failed {

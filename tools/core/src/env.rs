@@ -25,6 +25,15 @@ impl EnvVars {
     /// The janitor's allowlist and denylist of app domains.
     pub const CCCI_RUN_APP_RE: &'static str = "CCCI_RUN_APP_RE";
     pub const CCCI_PROTECT_RE: &'static str = "CCCI_PROTECT_RE";
+    /// cc-ci's build parameters (the comment bridge sets them on a custom build): the
+    /// run's app domain is derived from them (`ccci-rundir domain`).
+    pub const RECIPE: &'static str = "RECIPE";
+    pub const PR: &'static str = "PR";
+    pub const REF: &'static str = "REF";
+    /// What follows `<recipe[:4]>-<6 hex>.` in a derived domain.
+    pub const CCCI_DOMAIN_SUFFIX: &'static str = "CCCI_DOMAIN_SUFFIX";
+    /// The run's app domain, as the Drone step sets it for the harness.
+    pub const CCCI_DOMAIN: &'static str = "CCCI_DOMAIN";
     /// The docker and abra executables (deploy, janitor).
     pub const CCCI_DOCKER: &'static str = "CCCI_DOCKER";
     pub const CCCI_ABRA: &'static str = "CCCI_ABRA";
@@ -34,7 +43,7 @@ impl EnvVars {
     pub const CCCI_RUN_DIR: &'static str = "CCCI_RUN_DIR";
     pub const CCCI_STATE_DIR: &'static str = "CCCI_STATE_DIR";
     pub const CCCI_DEPLOY_COUNT_FILE: &'static str = "CCCI_DEPLOY_COUNT_FILE";
-    pub const CCCI_OPSTATE_FILE: &'static str = "CCCI_OPSTATE_FILE";
+    pub const CCCI_OP_STATE_FILE: &'static str = "CCCI_OP_STATE_FILE";
     pub const CCCI_DEPS_FILE: &'static str = "CCCI_DEPS_FILE";
     pub const CCCI_DEPSKIP_FILE: &'static str = "CCCI_DEPSKIP_FILE";
 
@@ -52,6 +61,8 @@ pub mod defaults {
     /// The janitor's allowlist and denylist (`CCCI_RUN_APP_RE`, `CCCI_PROTECT_RE`).
     pub const RUN_APP_RE: &str = r"^[a-z0-9]{1,4}-[0-9a-f]{6}\.";
     pub const PROTECT_RE: &str = "^warm-";
+    /// cc-ci's run apps live under this domain.
+    pub const DOMAIN_SUFFIX: &str = "ci.commoninternet.net";
 }
 
 /// The host's canonical abra tree: `option` (an `--abra-dir`), else

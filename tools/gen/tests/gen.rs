@@ -388,6 +388,7 @@ fn zsh_completes_the_options_of_a_subcommand() {
                 "--help",
                 "--json",
                 "--older-than",
+                "--results-older-than",
                 "--runs-dir",
             ][..],
         ),

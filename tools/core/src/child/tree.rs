@@ -333,7 +333,7 @@ pub fn spare_descriptors() -> usize {
         .saturating_sub(FD_RESERVE)
 }
 
-fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {

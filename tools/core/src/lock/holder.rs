@@ -34,6 +34,10 @@ pub struct Holder {
     pub tool: Option<String>,
     #[serde(default)]
     pub command: Vec<String>,
+    /// For a keeper (`ccci-lock --for-run`): the pid of the run's top it keeps the lock
+    /// for, until that process ends. For people to read; the lock rule asks the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_for: Option<i32>,
 }
 
 impl Holder {
@@ -53,6 +57,7 @@ impl Holder {
             started_at: Some(timefmt::now_seconds()),
             tool: Some(tool.to_owned()),
             command,
+            kept_for: None,
         }
     }
 
@@ -184,6 +189,9 @@ pub fn describe(holder: Option<&Holder>, with_age: bool) -> String {
         .filter(|t| *t != "ccci-lock")
     {
         out.push_str(&format!(", by {tool}"));
+    }
+    if let Some(top) = holder.and_then(|h| h.kept_for) {
+        out.push_str(&format!(", kept for pid {top}"));
     }
     out
 }

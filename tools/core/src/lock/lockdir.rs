@@ -131,7 +131,7 @@ fn is_lockfile_name(name: &std::ffi::OsStr) -> bool {
 }
 
 /// The domain a lockfile's name is for: `cc-ci-app-<valid domain>.lock`.
-fn domain_of(name: &std::ffi::OsStr) -> Option<Domain> {
+pub(crate) fn domain_of(name: &std::ffi::OsStr) -> Option<Domain> {
     let domain = name.to_str()?.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
     Domain::parse(domain).ok()
 }

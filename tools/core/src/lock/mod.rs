@@ -3,11 +3,15 @@
 //! [`applock`] is the protocol every tool takes a lock through; [`lockdir`] is where the
 //! lockfiles are; [`lockowner`] keeps them lockable only by their owner; [`holder`] is
 //! what a holder writes into its lockfile; [`proclocks`] is what the kernel says about
-//! who holds a flock; [`lockstatus`] reports locks without taking them.
+//! who holds a flock; [`lockstatus`] reports locks without taking them; [`runlocks`] says
+//! which locks the run we are in holds (own, above us, or kept); [`keeper`] keeps a
+//! dependency's lock for the rest of a run.
 
 pub mod applock;
 pub mod holder;
+pub mod keeper;
 pub mod lockdir;
 pub mod lockowner;
 pub mod lockstatus;
 pub mod proclocks;
+pub mod runlocks;

@@ -1,4 +1,4 @@
-//! A run: its id ([`runid`]), its own directory ([`rundir`], `docs/rundir.md`), and the
+//! A run: its app domain ([`appdomain`]), its id ([`runid`]), its own directory ([`rundir`], `docs/rundir.md`), and the
 //! removal of directories no run uses any more ([`rungc`]).
 
 // The runs dir's own names, here so that rundir (which lays runs out) and rungc (which
@@ -13,7 +13,15 @@ pub const GC_TOOL: &str = "ccci-rundir gc";
 /// run can tell from the kernel's lock table that the holder of its lock is a gc. Not a
 /// valid run id, so never taken for a run. Nothing ever holds it exclusively.
 pub const GC_LOCK: &str = ".gc~.lock";
+/// The run's private abra tree (`ABRA_DIR`) and its state files (`CCCI_STATE_DIR`).
+pub const ABRA: &str = "abra";
+pub const STATE: &str = "state";
+/// Everything rundir lays out at the top of a run dir. Anything else there was written
+/// by the run's command (the harness's `results.json`, lint output, screenshots, which
+/// the dashboard serves): gc keeps it unless told to remove whole runs.
+pub const LAID_OUT: [&str; 3] = [RUN_LOCK, ABRA, STATE];
 
+pub mod appdomain;
 pub mod rundir;
 pub mod rungc;
 pub mod runid;

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 
-use super::{GC_LOCK, GC_TOOL, RUN_LOCK};
+use super::{ABRA, GC_LOCK, GC_TOOL, RUN_LOCK, STATE};
 use crate::env::EnvVars;
 use crate::files::shareddir::{SharedDir, SharedDirError};
 use crate::lock::applock::{self, LockError, Verified, Wait};
@@ -155,11 +155,11 @@ impl RunDir {
     }
 
     pub fn abra_dir(&self) -> PathBuf {
-        self.path.join("abra")
+        self.path.join(ABRA)
     }
 
     pub fn state_dir(&self) -> PathBuf {
-        self.path.join("state")
+        self.path.join(STATE)
     }
 
     /// The variables the run's command gets, in the documented order.
@@ -174,7 +174,7 @@ impl RunDir {
                 EnvVars::CCCI_DEPLOY_COUNT_FILE,
                 state.join("deploys").into(),
             ),
-            (EnvVars::CCCI_OPSTATE_FILE, state.join("opstate").into()),
+            (EnvVars::CCCI_OP_STATE_FILE, state.join("opstate").into()),
             (EnvVars::CCCI_DEPS_FILE, state.join("deps").into()),
             (EnvVars::CCCI_DEPSKIP_FILE, state.join("depskip").into()),
         ]

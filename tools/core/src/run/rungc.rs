@@ -1,17 +1,27 @@
-//! `ccci-rundir gc`: remove run directories nobody uses any more.
+//! `ccci-rundir gc`: remove what runs nobody uses any more left behind, and keep their
+//! results.
 //!
 //! A run directory is a directory of ours holding a regular `.run.lock` of ours: anything
 //! else in the runs dir (a mistyped `--runs-dir` pointing at `/var/lib`) is not a run and
-//! is never touched; the lock is never created here. A run is removed only when that
+//! is never touched; the lock is never created here. A run is acted on only when that
 //! lock is free — taken without waiting, and held for the whole removal — and its newest
-//! mtime (the directory and `state/`), checked again under the lock, is older than the
-//! limit. A held run is never removed, however old. Nothing mounted inside a run is ever
+//! mtime (the directory and `state/`), checked again under the lock, is past the limit.
+//! A held run is never touched, however old. Nothing mounted inside a run is ever
 //! reached (see `removal`).
+//!
+//! What is removed is what rundir laid out ([`LAID_OUT`]: the abra tree, the state
+//! files, the run lock), after `--older-than`. Everything else in a run directory was
+//! written by the run's command — on the cc-ci host the harness's `results.json`, lint
+//! output and screenshots, which the dashboard serves for as long as they exist — and is
+//! kept, unless `--results-older-than` (off by default) says whole runs go after that
+//! long. A run directory with nothing but what rundir laid out goes whole after
+//! `--older-than`: its lock is unlinked last, and the directory removed with `rmdir`,
+//! which fails rather than delete anything that appeared in it meanwhile.
 //!
 //! Removal never follows a symlink: `abra/servers` points at the canonical tree, and
 //! deleting through it would destroy every app's config. std's `remove_dir_all` unlinks
 //! symlinks instead of descending into them (it works with `openat`/`unlinkat` and
-//! `O_NOFOLLOW`). The directory is first renamed to a `gc~` name that is not a valid run
+//! `O_NOFOLLOW`). A whole run is first renamed to a `gc~` name that is not a valid run
 //! id, while the lock is held, so a run starting with the same id at that moment gets a
 //! fresh directory instead of one being deleted under it; leftovers of an interrupted
 //! gc are finished off by the next.
@@ -29,7 +39,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::{GC_LOCK, GC_TOOL, RUN_LOCK};
+use super::{ABRA, GC_LOCK, GC_TOOL, LAID_OUT, RUN_LOCK, STATE};
 use crate::duration;
 use crate::lock::applock::{self, Probe, Verified, Wait};
 use crate::lock::holder::pid_and_run;
@@ -38,12 +48,25 @@ use crate::run::runid::RunId;
 
 const TRASH_PREFIX: &str = "gc~";
 
+/// How long a free run is kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Idle this long, a run loses what rundir laid out (`--older-than`).
+    pub older_than: Duration,
+    /// Idle this long, a run is removed whole, what its command wrote included
+    /// (`--results-older-than`); never when `None`. Whatever `older_than` says.
+    pub results_older_than: Option<Duration>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct GcEntry {
     pub run_id: String,
     pub path: String,
     /// Seconds since the run last changed anything.
     pub idle_s: u64,
+    /// What the run's command wrote at the top of its directory (not laid out by
+    /// rundir): kept by a prune, removed with a whole run.
+    pub results: Vec<String>,
     /// Why it was kept (`held by pid P`, `recent`, ...) or why removal failed.
     pub reason: Option<String>,
 }
@@ -51,13 +74,16 @@ pub struct GcEntry {
 #[derive(Debug, Default, Serialize)]
 pub struct GcReport {
     pub version: u32,
+    /// Runs whose directory is gone.
     pub removed: Vec<GcEntry>,
+    /// Runs that lost what rundir laid out and kept what their command wrote.
+    pub pruned: Vec<GcEntry>,
     pub kept: Vec<GcEntry>,
     /// Runs whose removal failed (also the reason the exit status is 1).
     pub failed: Vec<GcEntry>,
 }
 
-pub fn gc(runs: &RunsDir, older_than: Duration, dry_run: bool) -> io::Result<GcReport> {
+pub fn gc(runs: &RunsDir, retention: &Retention, dry_run: bool) -> io::Result<GcReport> {
     let mut report = GcReport {
         version: 1,
         ..GcReport::default()
@@ -83,6 +109,7 @@ pub fn gc(runs: &RunsDir, older_than: Duration, dry_run: bool) -> io::Result<GcR
             run_id: name.to_owned(),
             path: path.display().to_string(),
             idle_s: 0,
+            results: vec![],
             reason: None,
         };
         let is_trash = name.starts_with(TRASH_PREFIX);
@@ -97,25 +124,30 @@ pub fn gc(runs: &RunsDir, older_than: Duration, dry_run: bool) -> io::Result<GcR
             }
             continue;
         }
-        // Age first, without locking (cheap), and again under the lock below.
-        let idle = idle_for(&path);
-        entry.idle_s = idle.as_secs();
-        if !is_trash && idle < older_than {
-            entry.reason = Some(format!("recent (idle {})", duration::format(idle)));
-            report.kept.push(entry);
-            continue;
-        }
-        let outcome = match dry_run {
-            true => probe(&path),
-            false => remove_if_free(
-                runs,
-                &path,
-                name,
-                if is_trash { None } else { Some(older_than) },
-            ),
+        // Judged first without locking (cheap), and again under the lock below. What
+        // an interrupted gc renamed away goes whole, whatever its age.
+        let retention = (!is_trash).then_some(retention);
+        let verdict = match retention {
+            None => Verdict::Remove,
+            Some(retention) => match judge(&path, retention, &mut entry) {
+                Ok(verdict) => verdict,
+                // Removed since the listing (another gc took it): nothing to report.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    entry.reason = Some(e.to_string());
+                    report.failed.push(entry);
+                    continue;
+                }
+            },
+        };
+        let outcome = match verdict {
+            Verdict::Keep(reason) => Ok(Fate::Kept(reason)),
+            _ if dry_run => probe(&path, &verdict, &entry),
+            _ => remove_if_free(runs, &path, name, retention, &mut entry),
         };
         match outcome {
             Ok(Fate::Removed) => report.removed.push(entry),
+            Ok(Fate::Pruned) => report.pruned.push(entry),
             Ok(Fate::Gone) => {}
             Ok(Fate::Kept(reason)) => {
                 entry.reason = Some(reason);
@@ -133,6 +165,46 @@ pub fn gc(runs: &RunsDir, older_than: Duration, dry_run: bool) -> io::Result<GcR
         }
     }
     Ok(report)
+}
+
+/// What to do with a run, by its age and what is in it (if its lock is free).
+enum Verdict {
+    Keep(String),
+    /// Remove what rundir laid out; the directory too if nothing else is in it.
+    Prune,
+    /// Remove the whole directory, what the run's command wrote included.
+    Remove,
+}
+
+/// Judge `run` by `retention`, noting its idle time and what its command wrote in
+/// `entry`.
+fn judge(run: &Path, retention: &Retention, entry: &mut GcEntry) -> io::Result<Verdict> {
+    let idle = SystemTime::now()
+        .duration_since(last_change(run))
+        .unwrap_or_default();
+    entry.idle_s = idle.as_secs();
+    let mut laid_out = false;
+    entry.results.clear();
+    for name in fs::read_dir(run)? {
+        let name = name?.file_name();
+        match LAID_OUT.iter().any(|l| name == *l) {
+            true => laid_out |= name != RUN_LOCK,
+            false => entry.results.push(name.to_string_lossy().into_owned()),
+        }
+    }
+    entry.results.sort();
+    Ok(if retention.results_older_than.is_some_and(|r| idle >= r) {
+        Verdict::Remove
+    } else if idle < retention.older_than {
+        Verdict::Keep(format!("recent (idle {})", duration::format(idle)))
+    } else if laid_out || entry.results.is_empty() {
+        Verdict::Prune
+    } else {
+        Verdict::Keep(match retention.results_older_than {
+            None => "results kept (no --results-older-than)".into(),
+            Some(r) => format!("results kept until idle {}", duration::format(r)),
+        })
+    })
 }
 
 /// Take [`GC_LOCK`] shared, for as long as the returned file is open.
@@ -164,6 +236,7 @@ fn is_run_dir(path: &Path) -> bool {
 
 enum Fate {
     Removed,
+    Pruned,
     /// Vanished since the listing (another gc took it): nothing to report.
     Gone,
     Kept(String),
@@ -173,32 +246,35 @@ enum Fate {
     },
 }
 
-/// How long since the run directory or its `state/` last changed (symlinks not followed).
-fn idle_for(run: &Path) -> Duration {
-    let newest = [run.to_owned(), run.join("state")]
+/// When the run directory or its `state/` last changed (symlinks not followed).
+fn last_change(run: &Path) -> SystemTime {
+    [run.to_owned(), run.join(STATE)]
         .iter()
         .filter_map(|p| fs::symlink_metadata(p).and_then(|m| m.modified()).ok())
         .max()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    SystemTime::now().duration_since(newest).unwrap_or_default()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Dry run: probe the lock with `LOCK_SH|LOCK_NB`, create and change nothing.
-fn probe(path: &Path) -> Result<Fate, GcError> {
+fn probe(path: &Path, verdict: &Verdict, entry: &GcEntry) -> Result<Fate, GcError> {
     Ok(match applock::probe(&path.join(RUN_LOCK))? {
         Probe::Absent => Fate::Gone,
         Probe::Held(_) => Fate::Kept("held by a live run".into()),
-        Probe::Free => Fate::Removed,
+        Probe::Free => match verdict {
+            Verdict::Prune if !entry.results.is_empty() => Fate::Pruned,
+            _ => Fate::Removed,
+        },
     })
 }
 
-/// Remove the run if its lock is free and (for a run, not leftover trash) it is still
-/// idle once the lock is held.
+/// Act on the run if its lock is free, as it is judged (a run, not leftover trash) once
+/// the lock is held.
 fn remove_if_free(
     runs: &RunsDir,
     path: &Path,
     name: &str,
-    older_than: Option<Duration>,
+    retention: Option<&Retention>,
+    entry: &mut GcEntry,
 ) -> Result<Fate, GcError> {
     let lock = match applock::acquire_existing(&path.join(RUN_LOCK), Wait::No) {
         Err(applock::LockError::Open { source, .. })
@@ -216,18 +292,64 @@ fn remove_if_free(
         Verified::Held { file, .. } => file,
     };
     // For people reading the lock, and the fallback by which a run of this id knows to
-    // wait for us when the kernel's lock table cannot be read (see rundir).
+    // wait for us when the kernel's lock table cannot be read (see rundir). Written
+    // before judging: it changes neither the directory's nor `state/`'s mtime.
     let holder = crate::lock::holder::Holder::new_for_this_process(None, None, GC_TOOL, vec![]);
     let _ = holder.write(&file);
-    if let Some(limit) = older_than {
-        let idle = idle_for(path);
-        if idle < limit {
-            return Ok(Fate::Kept(format!(
-                "recent (idle {})",
-                duration::format(idle)
-            )));
+    let fate = match retention {
+        None => remove_whole(runs, path, name),
+        Some(retention) => match judge(path, retention, entry)? {
+            Verdict::Keep(reason) => Ok(Fate::Kept(reason)),
+            Verdict::Prune => prune(path),
+            Verdict::Remove => remove_whole(runs, path, name),
+        },
+    };
+    drop(file); // released only now: what was removed is gone
+    fate
+}
+
+/// Remove what rundir laid out in a run whose lock we hold, keeping everything else; the
+/// directory too when nothing else is in it.
+fn prune(run: &Path) -> Result<Fate, GcError> {
+    let changed = last_change(run);
+    for part in [ABRA, STATE] {
+        let path = run.join(part);
+        let removed = match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => crate::files::removal::remove_tree(&path),
+            Ok(_) => fs::remove_file(&path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            return Ok(Fate::Failed {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            });
         }
     }
+    let left: Vec<_> = fs::read_dir(run)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    if left == [RUN_LOCK] {
+        // The lock goes last and the directory by `rmdir`, which deletes nothing that
+        // appeared meanwhile: a run of this id starting after the unlink makes a fresh
+        // lock in it and the directory is its own again.
+        fs::remove_file(run.join(RUN_LOCK))?;
+        return match fs::remove_dir(run) {
+            Ok(()) => Ok(Fate::Removed),
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(Fate::Pruned),
+            Err(e) => Err(e.into()),
+        };
+    }
+    // Removing entries touched the directory: the run's age must still count from its
+    // last change, not from this prune (`--results-older-than` goes by it).
+    let _ = fs::File::open(run).and_then(|dir| dir.set_modified(changed));
+    Ok(Fate::Pruned)
+}
+
+/// Remove a whole run whose lock we hold (or the leftover of an interrupted gc): renamed
+/// to a `gc~` name first, so a run of this id that starts meanwhile gets a fresh one.
+fn remove_whole(runs: &RunsDir, path: &Path, name: &str) -> Result<Fate, GcError> {
     let trash = if name.starts_with(TRASH_PREFIX) {
         path.to_owned()
     } else {
@@ -240,9 +362,7 @@ fn remove_if_free(
         }
         trash
     };
-    let removed = crate::files::removal::remove_tree(&trash);
-    drop(file); // released only now: the run is gone
-    Ok(match removed {
+    Ok(match crate::files::removal::remove_tree(&trash) {
         Ok(()) => Fate::Removed,
         Err(e) => Fate::Failed {
             path: trash.display().to_string(),
