@@ -11,8 +11,9 @@
 
 let
   lockDir = "/run/lock/ccci-vm"; # not the tools' default: the unit must get it from the module
-  orphan = "j1-0a1b2c.ci.example.org";
-  held = "j2-3d4e5f.ci.example.org";
+  # cc-ci's shape, so that the module's default run-app pattern (cc-ci's own) matches them.
+  orphan = "j1-0a1b2c.ci.commoninternet.net";
+  held = "j2-3d4e5f.ci.commoninternet.net";
   stack = builtins.replaceStrings [ "." ] [ "_" ];
   metrics = "/var/lib/ccci-metrics/janitor.prom";
 in
@@ -34,8 +35,12 @@ in
         enable = true;
         inherit lockDir;
         janitor.metricsFile = metrics;
-        # Only the test runs it.
+        # Only the test runs them.
         janitor.interval = "yearly";
+        gc.interval = "yearly";
+        # A pattern no test domain matches, holding what systemd (`%n`, the unit's name) and
+        # the shell (`$HOME`) would expand: both must reach the tools as written.
+        protectRegex = "^warm-|^keep-%n-$HOME";
       };
 
       systemd.tmpfiles.rules = [ "d /var/lib/ccci-metrics 0755 root root -" ];
@@ -68,8 +73,18 @@ in
       services = domain: "docker service ls -q --filter label=com.docker.stack.namespace=${stack domain}";
       envFile = domain: "/root/.abra/servers/default/${domain}.env";
       lockfile = domain: "${lockDir}/cc-ci-app-${domain}.lock";
+      # What the module must give every tool, as Nix has it (a JSON object is a Python dict).
+      expected = builtins.toJSON {
+        CCCI_APP_LOCK_DIR = toString nodes.machine.services.ccci.lockDir;
+        CCCI_RUNS_DIR = toString nodes.machine.services.ccci.runsDir;
+        CCCI_CANONICAL_ABRA_DIR = toString nodes.machine.services.ccci.canonicalAbraDir;
+        CCCI_RUN_APP_RE = nodes.machine.services.ccci.runAppRegex;
+        CCCI_PROTECT_RE = nodes.machine.services.ccci.protectRegex;
+      };
     in
     ''
+      import json
+
       machine.wait_for_unit("docker.service")
 
       with subtest("the module: lock dir 0755 and the same variables host-wide and in the unit"):
@@ -78,6 +93,21 @@ in
           machine.succeed("systemctl show -p Environment ccci-janitor.service | grep -F CCCI_APP_LOCK_DIR=${lockDir}")
           machine.succeed("systemctl list-timers | grep ccci-janitor.timer")
           machine.succeed("systemctl list-timers | grep ccci-rundir-gc.timer")
+
+      with subtest("every variable, to the character, in both units and in a login shell"):
+          expected = ${expected}
+          for unit in ["ccci-janitor.service", "ccci-rundir-gc.service"]:
+              # Environment= as the manager parsed it (specifiers expanded), as JSON.
+              path = "/org/freedesktop/systemd1/unit/" + unit.replace("-", "_2d").replace(".", "_2e")
+              got = json.loads(machine.succeed(
+                  f"busctl --json=short get-property org.freedesktop.systemd1 {path} "
+                  "org.freedesktop.systemd1.Service Environment"
+              ))["data"]
+              for name, value in expected.items():
+                  assert f"{name}={value}" in got, (unit, name, value, got)
+          for name, value in expected.items():
+              got = machine.succeed(f"printenv {name}")
+              assert got == value + "\n", (name, value, got)
 
       with subtest("the test swarm, as tests/rig/swarm.sh sets it up"):
           machine.succeed("docker swarm init --advertise-addr 127.0.0.1")
