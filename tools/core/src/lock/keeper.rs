@@ -77,7 +77,12 @@ pub fn keep_until_end(top: OwnedFd) -> io::Result<()> {
     // So from now on only the top's end counts (or the guard's last-resort KILL); before
     // the starter hears we hold it, so a signal that came first ended us, lock and all.
     use nix::sys::signal::{SigHandler, Signal, signal};
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         // SAFETY: SIG_IGN installs no handler of ours.
         unsafe { signal(sig, SigHandler::SigIgn) }.map_err(io::Error::from)?;
     }
