@@ -1,5 +1,7 @@
 //! ccci-deploy against a real swarm (../shared/spec/deploy.md).
 
+mod abra_flags;
+
 use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
