@@ -58,7 +58,10 @@ fn up_runs_abra_offline_and_chaos_and_without_either_the_stand_in_fails_it() {
             "--offline",
             "fetching the recipe from the recipe mirror failed: authentication required",
         ),
-        ("--chaos", "two-services has no published versions to check out"),
+        (
+            "--chaos",
+            "two-services has no published versions to check out",
+        ),
     ] {
         let d = app.domain("fb");
         let up = format!("\"$DEPLOY\" up {d} --recipe two-services --timeout 1m");
@@ -67,7 +70,10 @@ fn up_runs_abra_offline_and_chaos_and_without_either_the_stand_in_fails_it() {
         let out = output_within(cmd);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{flag}: {err}");
-        assert!(err.contains(&format!("  > abra (test stand-in): {failure}")), "{flag}: {err}");
+        assert!(
+            err.contains(&format!("  > abra (test stand-in): {failure}")),
+            "{flag}: {err}"
+        );
         assert!(leftovers(&d.replace('.', "_")).is_empty(), "{flag}");
     }
 }
@@ -90,7 +96,9 @@ fn a_deployed_app_is_upgraded_in_place_through_the_force_path() {
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains(&format!("== deploy: {d} is deployed; redeploying it in place ==")),
+        err.contains(&format!(
+            "== deploy: {d} is deployed; redeploying it in place =="
+        )),
         "{err}"
     );
     assert!(
@@ -108,7 +116,11 @@ fn a_deployed_app_is_upgraded_in_place_through_the_force_path() {
         .args(["--format", "{{.Replicas}}"])
         .output()
         .unwrap();
-    assert_eq!(text(&replicas.stdout).trim(), "1/1", "the upgrade took effect");
+    assert_eq!(
+        text(&replicas.stdout).trim(),
+        "1/1",
+        "the upgrade took effect"
+    );
     // Without --force, abra refuses: the stand-in says so as abra does.
     let up = format!("\"$DEPLOY\" up {d} --recipe two-services --version 1.0.0 --timeout 1m");
     let mut cmd = app.chain("fd", &d, &up);
@@ -117,7 +129,9 @@ fn a_deployed_app_is_upgraded_in_place_through_the_force_path() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("  > abra (test stand-in): {d} is already deployed")),
+        err.contains(&format!(
+            "  > abra (test stand-in): {d} is already deployed"
+        )),
         "{err}"
     );
 }
@@ -162,8 +176,7 @@ fn abras_own_wait_does_not_decide_ccci_deploys_timeout_does() {
 
 #[test]
 fn a_domain_too_long_for_its_recipe_is_refused_before_anything_is_created() {
-    if !swarm::available("a_domain_too_long_for_its_recipe_is_refused_before_anything_is_created")
-    {
+    if !swarm::available("a_domain_too_long_for_its_recipe_is_refused_before_anything_is_created") {
         return;
     }
     let mut app = App::new();

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ccci_core::cli::{emit, parse_or_exit, run_tool};
+use ccci_core::deploy::calls::{self, Deploy};
 use ccci_core::deploy::convergence::{self, Outcome};
 use ccci_core::deploy::teardown::{Removed, Teardown, TeardownError};
-use ccci_core::deploy::calls::{self, Deploy};
 use ccci_core::deploy::{self, Abra};
 use ccci_core::domain::Domain;
 use ccci_core::env::{EnvVars, non_empty};
@@ -275,8 +275,12 @@ fn up(app: &Request<'_>, wait: Wait) -> Result<Exit, Failure> {
 /// Refuse a domain whose stack would make a name swarm refuses (status 2), naming each.
 fn check_names(domain: &Domain, recipe: &str, recipe_dir: &std::path::Path) -> Result<(), Failure> {
     let stack = domain.stack_name();
-    let too_long = deploy::names::too_long(recipe_dir, &stack)
-        .with_context(|| format!("cannot read the recipe {recipe} in {}", recipe_dir.display()))?;
+    let too_long = deploy::names::too_long(recipe_dir, &stack).with_context(|| {
+        format!(
+            "cannot read the recipe {recipe} in {}",
+            recipe_dir.display()
+        )
+    })?;
     if too_long.is_empty() {
         return Ok(());
     }
@@ -297,7 +301,8 @@ fn check_names(domain: &Domain, recipe: &str, recipe_dir: &std::path::Path) -> R
 /// The stack has services: abra's test for a deployed app.
 fn is_deployed(docker: &Docker, stack: &str) -> Result<bool, Failure> {
     let filter = format!("label={}={stack}", ccci_core::swarm::NAMESPACE);
-    let ids = docker.json_lines_as::<String, _>(&["service", "ls", "--filter", &filter], "{{json .ID}}")?;
+    let ids = docker
+        .json_lines_as::<String, _>(&["service", "ls", "--filter", &filter], "{{json .ID}}")?;
     Ok(!ids.is_empty())
 }
 

@@ -63,7 +63,12 @@ pub enum Deploy<'a> {
 
 /// `abra app deploy <D> [<version>]`; `redeploy` when the app's stack is already
 /// deployed (the in-place upgrade: `--force`). `extra` (`--abra-arg`) comes last.
-pub fn app_deploy(domain: &str, what: &Deploy<'_>, redeploy: bool, extra: &[String]) -> Vec<String> {
+pub fn app_deploy(
+    domain: &str,
+    what: &Deploy<'_>,
+    redeploy: bool,
+    extra: &[String],
+) -> Vec<String> {
     let mut words = vec!["app", "deploy", domain];
     let mut flags = Vec::new();
     match what {

@@ -96,7 +96,11 @@ mod tests {
             "version: '3.8'\nservices:\n  app:\n    image: x\n  database:\n    image: y\n",
         )
         .unwrap();
-        fs::write(r.join(".env.sample"), "SECRET_DB_PASSWORD_VERSION=v1 # length=32\n").unwrap();
+        fs::write(
+            r.join(".env.sample"),
+            "SECRET_DB_PASSWORD_VERSION=v1 # length=32\n",
+        )
+        .unwrap();
         // 58 + "_app" = 62, "_database" = 67 (> 63); "_db_password_v1" = 73 (> 64).
         let stack = "s".repeat(58);
         let found = too_long(r, &stack).unwrap();
