@@ -224,3 +224,76 @@ fn a_domain_too_long_for_its_recipe_is_refused_before_anything_is_created() {
     );
     assert_eq!(leftovers(&stack), Vec::<String>::new());
 }
+
+#[test]
+fn the_stand_in_reads_flags_where_abras_parser_does_and_no_others() {
+    // No swarm needed: `app new` and these refusals touch only the abra tree.
+    let sb = crate::support::Sandbox::new();
+    std::fs::create_dir_all(sb.abra_servers().join("default")).unwrap();
+    let abra = |args: &str| {
+        let out = std::process::Command::new(swarm::abra())
+            .args(args.split_whitespace())
+            .env("ABRA_DIR", sb.abra_dir())
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stderr))
+    };
+    // As cc-ci writes them and as ccci-deploy does: short or long, combined, `=`, global
+    // flags before the command's name, a command's own before or after its arguments.
+    for (domain, line) in [
+        ("a.b", "-n app new two-services -s default -D a.b -C -o"),
+        (
+            "a.c",
+            "app new two-services --server=default --domain=a.c --chaos --offline --no-input",
+        ),
+        ("a.d", "-o app new -Cn two-services -sdefault --domain a.d"),
+        (
+            "a.e",
+            "app new two-services --server default -d --domain a.e -Con",
+        ),
+    ] {
+        let (code, err) = abra(line);
+        assert_eq!(code, Some(0), "{line}: {err}");
+        assert!(
+            sb.abra_servers()
+                .join(format!("default/{domain}.env"))
+                .is_file(),
+            "{line}"
+        );
+    }
+    for (line, code, failure) in [
+        // A command's own flag before its name: cobra does not read it there.
+        (
+            "-C app new two-services -s default -D a.f -o -n",
+            2,
+            "unsupported by the test stand-in",
+        ),
+        // A real abra flag ccci-deploy does not use.
+        (
+            "app new two-services -s default -D a.f -C -o -n --secrets",
+            2,
+            "unsupported by the test stand-in",
+        ),
+        (
+            "app new two-services -s default -D a.f -C -n",
+            1,
+            "authentication required",
+        ),
+        (
+            "app new two-services -s default -D a.f -o -n",
+            1,
+            "no published versions",
+        ),
+        (
+            "app deploy a.b 1.0.0 -C -o -n",
+            1,
+            "cannot use [version] and --chaos together",
+        ),
+        ("app deploy a.b -c -f -C -o", 2, "without -n/--no-input"),
+    ] {
+        let (got, err) = abra(line);
+        assert_eq!(got, Some(code), "{line}: {err}");
+        assert!(err.contains(failure), "{line}: {err}");
+    }
+    assert!(!sb.abra_servers().join("default/a.f.env").exists());
+}
