@@ -1,5 +1,7 @@
 //! ccci-deploy against a real swarm (../shared/spec/deploy.md).
 
+mod abra_flags;
+
 use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
@@ -691,7 +693,7 @@ fn a_hung_docker_or_abra_ends_up_and_down_by_their_timeout_naming_the_command() 
             abra: true,
             on: "app deploy *",
             after: 0,
-            command: format!("app deploy {b} --no-input`"),
+            command: format!("app deploy {b} --chaos --offline --no-converge-checks --no-input`"),
         },
         // The second convergence poll, after a real deploy and a first poll.
         Hang {

@@ -15,7 +15,9 @@ EXIT STATUS:
   1   done, but something failed: abra failed, the stack did not converge in time,
       teardown left something behind, a count check failed, a docker or abra call
       did not finish within --timeout (it was killed)
-  2   usage error, invalid domain
+  2   usage error, invalid domain, or a domain too long for its recipe: a service
+      name (<stack>_<service>) past 63 characters or a secret name
+      (<stack>_<secret>_<version>) past 64, found before anything is created
   69  docker unreachable, or abra not found
   78  the pipeline is wired wrong: up/down not under 'ccci-lock DOMAIN', or up outside
       'ccci-rundir' (no CCCI_DEPLOY_COUNT_FILE)
@@ -27,7 +29,15 @@ ENVIRONMENT:
   ABRA_DIR                the abra tree with servers/<server>/<domain>.env and recipes/
                           (set by ccci-rundir; outside a run dir CCCI_CANONICAL_ABRA_DIR,
                           else $HOME/.abra); abra is run with ABRA_DIR set to it
-  CCCI_DOCKER, CCCI_ABRA  the docker and abra executables (docker, abra)";
+  CCCI_DOCKER, CCCI_ABRA  the docker and abra executables (docker, abra)
+
+ABRA:
+  Run as the cc-ci harness runs it: every call --offline --no-input (the recipe
+  mirror needs credentials abra does not have), `app new`, `app secret generate`
+  and `app deploy` --chaos (the checked-out tree, no release checked out over it;
+  `app deploy <D> <version>` instead with --version), `app deploy`
+  --no-converge-checks (ccci-deploy waits, bounded by --timeout), and --force when
+  the app's stack is already deployed (an in-place upgrade)";
 
 /// Deploy and tear down one app on the swarm, under its app lock.
 #[derive(Parser, Debug)]
@@ -48,10 +58,11 @@ pub(crate) enum Cmd {
         /// The abra server
         #[arg(long, default_value = "default", value_parser = deploy::parse_server)]
         server: String,
-        /// Deploy this recipe version
+        /// Deploy this recipe version, which abra checks out (instead of the tree as it is)
         #[arg(long, conflicts_with = "chaos", value_parser = deploy::parse_version)]
         version: Option<String>,
-        /// Deploy the recipe's working tree (abra --chaos)
+        /// Deploy the recipe's checked-out tree as it is (abra --chaos): the default
+        /// unless --version is given
         #[arg(long)]
         chaos: bool,
         /// Set KEY=VALUE in the app's .env before deploying (repeatable)
@@ -60,7 +71,9 @@ pub(crate) enum Cmd {
         /// Pass this argument to `abra app deploy` verbatim (repeatable)
         #[arg(long = "abra-arg", value_name = "ARG", allow_hyphen_values = true)]
         abra_args: Vec<String>,
-        /// How long all of it may take: abra, docker (a hung call is killed), convergence
+        /// How long all of it may take: abra, docker (a hung call is killed), convergence.
+        /// The one timeout: abra is told not to wait itself (--no-converge-checks), so the
+        /// app's TIMEOUT does not apply
         #[arg(long, value_name = "DUR", default_value = "25m", value_parser = duration_arg)]
         timeout: Duration,
         /// Converged only once every running task has run this long and no task failed

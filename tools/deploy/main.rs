@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ccci_core::cli::{emit, parse_or_exit, run_tool};
+use ccci_core::deploy::calls::{self, Deploy};
 use ccci_core::deploy::convergence::{self, Outcome};
 use ccci_core::deploy::teardown::{Removed, Teardown, TeardownError};
 use ccci_core::deploy::{self, Abra};
@@ -31,25 +32,26 @@ fn main() -> ExitCode {
             recipe,
             server,
             version,
-            chaos,
+            // The default: the checked-out tree is deployed unless --version pins one.
+            chaos: _,
             sets,
             abra_args,
             timeout,
             stable_for,
         } => domain_arg(&domain).and_then(|d| {
-            let mut deploy_args = vec![
-                "app".into(),
-                "deploy".into(),
-                d.to_string(),
-                "--no-input".into(),
-            ];
-            deploy_args.extend(chaos.then(|| "--chaos".to_owned()).or(version));
-            deploy_args.extend(abra_args);
+            let app = Request {
+                domain: &d,
+                recipe: &recipe,
+                server: &server,
+                sets: &sets,
+                version: version.as_deref(),
+                abra_args: &abra_args,
+            };
             let wait = Wait {
                 timeout,
                 stable_for,
             };
-            up(&d, &recipe, &server, &sets, &deploy_args, wait)
+            up(&app, wait)
         }),
         Cmd::Down {
             domain,
@@ -110,14 +112,23 @@ struct Wait {
     stable_for: Duration,
 }
 
-fn up(
-    domain: &Domain,
-    recipe: &str,
-    server: &str,
-    sets: &[(String, String)],
-    deploy_args: &[String],
-    wait: Wait,
-) -> Result<Exit, Failure> {
+/// What `up` deploys: the app, its recipe and server, `--set`, `--version`, `--abra-arg`.
+struct Request<'a> {
+    domain: &'a Domain,
+    recipe: &'a str,
+    server: &'a str,
+    sets: &'a [(String, String)],
+    version: Option<&'a str>,
+    abra_args: &'a [String],
+}
+
+fn up(app: &Request<'_>, wait: Wait) -> Result<Exit, Failure> {
+    let Request {
+        domain,
+        recipe,
+        server,
+        ..
+    } = *app;
     require_lock(domain)?;
     let Some(count_file) = non_empty(EnvVars::CCCI_DEPLOY_COUNT_FILE).map(PathBuf::from) else {
         return Err(Failure::with(
@@ -133,42 +144,30 @@ fn up(
     let tree = abra_dir()?;
     let abra = Abra::from_env().in_tree(&tree).until(deadline);
     abra.check()?;
+    // abra deploys (and reads the secrets to generate) only from the tree, and the name
+    // check reads the recipe there: a recipe not in it yet — a first deploy, or a new
+    // run's fresh tree for an app an earlier run made — is fetched first. One the harness
+    // checked out is used as it is.
+    let recipe_dir = ccci_core::abra::recipe_dir(&tree, recipe);
+    if !recipe_dir.is_dir() {
+        say!("== deploy: fetching recipe {recipe} into this tree ==");
+        abra.run(&calls::recipe_fetch(recipe))?;
+    }
+    // Before anything of the app exists, and before it is counted: a domain too long
+    // for its recipe never deploys.
+    check_names(domain, recipe, &recipe_dir)?;
     deploy::record_deploy(&count_file, domain)
         .with_context(|| format!("cannot count the deploy in {}", count_file.display()))?;
     let env = ccci_core::abra::env_file(&tree, server, domain);
-    let generate = [
-        "app",
-        "secret",
-        "generate",
-        domain.as_str(),
-        "--all",
-        "--no-input",
-    ]
-    .map(String::from);
+    let generate = calls::secret_generate(domain.as_str());
     if !env.exists() {
         say!("== deploy: creating app {domain} ({recipe} on {server}) ==");
-        let new = [
-            "app",
-            "new",
-            recipe,
-            "--server",
-            server,
-            "--domain",
-            domain.as_str(),
-            "--no-input",
-        ];
-        abra.run(&new.map(String::from))?;
+        abra.run(&calls::app_new(recipe, server, domain.as_str()))?;
         abra.run(&generate)?;
     } else {
         // The app exists: an earlier run made it, maybe only in part (`app new` writes the
         // .env before any secret is made; a step after it failed or was killed), in a
         // private tree that is not this one. Make what is missing, whatever step it was.
-        if !ccci_core::abra::recipe_dir(&tree, recipe).is_dir() {
-            // abra deploys (and reads the secrets to generate) only from the tree: fetch
-            // the recipe the way `app new` would have.
-            say!("== deploy: app {domain} exists; fetching its recipe {recipe} into this tree ==");
-            abra.run(&["recipe", "fetch", recipe, "--no-input"].map(String::from))?;
-        }
         let missing = missing_secrets(&docker, &env, &domain.stack_name())?;
         if !missing.is_empty() {
             say!(
@@ -178,10 +177,18 @@ fn up(
             abra.run(&generate)?;
         }
     }
-    deploy::apply_sets(&env, sets)
+    deploy::apply_sets(&env, app.sets)
         .with_context(|| format!("cannot apply --set to {}", env.display()))?;
+    // abra refuses to deploy over a deployed stack unless told to: an earlier `up` of
+    // this run, or an app an earlier run left, is upgraded in place.
+    let redeploy = is_deployed(&docker, &domain.stack_name())?;
+    if redeploy {
+        say!("== deploy: {domain} is deployed; redeploying it in place ==");
+    }
+    let what = app.version.map_or(Deploy::Tree, Deploy::Version);
+    let deploy_args = calls::app_deploy(domain.as_str(), &what, redeploy, app.abra_args);
     say!("== deploy: {} ==", deploy_args.join(" "));
-    abra.run(deploy_args)?;
+    abra.run(&deploy_args)?;
     let stack = domain.stack_name();
     let stable_for = wait.stable_for;
     let mut progress = |p: convergence::Progress<'_>| {
@@ -250,6 +257,40 @@ fn up(
             Ok(Exit::Failure)
         }
     }
+}
+
+/// Refuse a domain whose stack would make a name swarm refuses (status 2), naming each.
+fn check_names(domain: &Domain, recipe: &str, recipe_dir: &std::path::Path) -> Result<(), Failure> {
+    let stack = domain.stack_name();
+    let too_long = deploy::names::too_long(recipe_dir, &stack).with_context(|| {
+        format!(
+            "cannot read the recipe {recipe} in {}",
+            recipe_dir.display()
+        )
+    })?;
+    if too_long.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = too_long.iter().map(|t| format!("  {t}")).collect();
+    Err(Failure::with(
+        Exit::Usage,
+        anyhow::anyhow!(
+            "{domain} is too long for recipe {recipe}: its stack {stack} would make names past \
+             docker's limits ({} characters for a service, {} for a secret); nothing was \
+             created:\n{}",
+            deploy::names::SERVICE_MAX,
+            deploy::names::SECRET_MAX,
+            each.join("\n")
+        ),
+    ))
+}
+
+/// The stack has services: abra's test for a deployed app.
+fn is_deployed(docker: &Docker, stack: &str) -> Result<bool, Failure> {
+    let filter = format!("label={}={stack}", ccci_core::swarm::NAMESPACE);
+    let ids = docker
+        .json_lines_as::<String, _>(&["service", "ls", "--filter", &filter], "{{json .ID}}")?;
+    Ok(!ids.is_empty())
 }
 
 /// The secrets the app's `.env` declares that the swarm does not have (a run that failed

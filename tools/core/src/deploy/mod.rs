@@ -1,9 +1,13 @@
 //! The pieces of `ccci-deploy up` that are not the swarm's: the deploy counter, the
 //! app's `.env` file, and running abra.
 //!
-//! [`convergence`] waits for a deployed stack to settle; [`teardown`] removes an app whole.
+//! [`calls`] are abra's command lines, flagged as cc-ci runs abra; [`names`] checks the
+//! swarm names an app would make against docker's limits; [`convergence`] waits for a
+//! deployed stack to settle; [`teardown`] removes an app whole.
 
+pub mod calls;
 pub mod convergence;
+pub mod names;
 pub mod teardown;
 
 use std::ffi::OsString;
