@@ -3,10 +3,12 @@
 //! [`applock`] is the protocol every tool takes a lock through; [`lockdir`] is where the
 //! lockfiles are; [`lockowner`] keeps them lockable only by their owner; [`holder`] is
 //! what a holder writes into its lockfile; [`proclocks`] is what the kernel says about
-//! who holds a flock; [`lockstatus`] reports locks without taking them.
+//! who holds a flock; [`lockstatus`] reports locks without taking them; [`legacy`] is the
+//! old layer's lockfile, honoured while a host switches to ccci.
 
 pub mod applock;
 pub mod holder;
+pub mod legacy;
 pub mod lockdir;
 pub mod lockowner;
 pub mod lockstatus;
