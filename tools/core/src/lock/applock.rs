@@ -298,7 +298,14 @@ pub fn acquire_verified(
     progress: Duration,
     on_event: &mut dyn FnMut(WaitEvent<'_>),
 ) -> Result<Verified, LockError> {
-    acquire(path, &|p| open_rw(p, true), Loose::Retire, wait, progress, on_event)
+    acquire(
+        path,
+        &|p| open_rw(p, true),
+        Loose::Retire,
+        wait,
+        progress,
+        on_event,
+    )
 }
 
 /// As [`acquire_verified`], on a lockfile that another program shares and owns the rules

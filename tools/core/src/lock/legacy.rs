@@ -67,6 +67,7 @@ pub enum LegacyError {
 pub struct LegacyLock {
     file: File,
     path: PathBuf,
+    waited: Option<Duration>,
 }
 
 /// What a non-blocking try found (the janitor's probe).
@@ -114,7 +115,7 @@ impl LegacyLocks {
         };
         let start = Instant::now();
         match applock::acquire_shared_verified(&path, &open, wait, progress, on_event)? {
-            Verified::Held { file, .. } => Ok(Some(LegacyLock { file, path })),
+            Verified::Held { file, waited } => Ok(Some(LegacyLock { file, path, waited })),
             Verified::Busy { file, .. } => {
                 let waited = start.elapsed();
                 Err(LegacyError::Busy {
@@ -145,7 +146,11 @@ impl LegacyLocks {
                 Duration::MAX,
                 &mut |_| {},
             )? {
-                Verified::Held { file, .. } => Tried::Held(LegacyLock { file, path }),
+                Verified::Held { file, .. } => Tried::Held(LegacyLock {
+                    file,
+                    path,
+                    waited: None,
+                }),
                 Verified::Busy { file, .. } => Tried::Busy(file, path),
             },
         ))
@@ -189,6 +194,11 @@ impl LegacyLocks {
 impl LegacyLock {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How long it took when a run of the old layer held it first.
+    pub fn waited(&self) -> Option<Duration> {
+        self.waited
     }
 
     /// Keep the lock across exec, for the whole run: clear `FD_CLOEXEC` and give up
@@ -323,14 +333,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o1777)).unwrap();
         let legacy = LegacyLocks::new(Some(tmp.path().to_owned()));
-        (tmp, legacy, Domain::parse("immi-ad3e33.ci.commoninternet.net").unwrap())
+        (
+            tmp,
+            legacy,
+            Domain::parse("immi-ad3e33.ci.commoninternet.net").unwrap(),
+        )
     }
 
     #[test]
     fn off_holds_nothing_and_creates_nothing() {
         let d = Domain::parse("a.b").unwrap();
         let off = LegacyLocks::new(None);
-        assert!(off.hold(&d, Wait::No, Duration::MAX, &mut |_| {}).unwrap().is_none());
+        assert!(
+            off.hold(&d, Wait::No, Duration::MAX, &mut |_| {})
+                .unwrap()
+                .is_none()
+        );
         assert!(off.try_hold(&d).unwrap().is_none());
         assert!(off.lockfile(&d).is_none());
     }
@@ -342,15 +360,27 @@ mod tests {
         let held = legacy.hold(&d, Wait::No, Duration::MAX, &mut |_| {});
         nix::sys::stat::umask(old);
         let held = held.unwrap().unwrap();
-        let path = tmp.path().join("cc-ci-app-immi-ad3e33.ci.commoninternet.net.lock");
+        let path = tmp
+            .path()
+            .join("cc-ci-app-immi-ad3e33.ci.commoninternet.net.lock");
         assert_eq!(held.path(), path);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o7777, MODE);
-        assert_eq!(fs::read(&path).unwrap(), b"", "something was written into it");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            MODE
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"",
+            "something was written into it"
+        );
         drop(held);
         // One the old layer made 0640: locked as it is, never retired nor chmod-ed.
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let ino = fs::metadata(&path).unwrap().ino();
-        let held = legacy.hold(&d, Wait::No, Duration::MAX, &mut |_| {}).unwrap().unwrap();
+        let held = legacy
+            .hold(&d, Wait::No, Duration::MAX, &mut |_| {})
+            .unwrap()
+            .unwrap();
         let now = fs::metadata(&path).unwrap();
         assert_eq!((now.ino(), now.permissions().mode() & 0o7777), (ino, 0o640));
         // Held: a second try is busy, naming the holder.
@@ -369,16 +399,33 @@ mod tests {
         let victim = tmp.path().join("victim");
         fs::write(&victim, "x").unwrap();
         std::os::unix::fs::symlink(&victim, legacy.lockfile(&d).unwrap()).unwrap();
-        let err = legacy.hold(&d, Wait::No, Duration::MAX, &mut |_| {}).unwrap_err();
-        assert!(matches!(err, LegacyError::Lock(LockError::Symlink { .. })), "{err}");
+        let err = legacy
+            .hold(&d, Wait::No, Duration::MAX, &mut |_| {})
+            .unwrap_err();
+        assert!(
+            matches!(err, LegacyError::Lock(LockError::Symlink { .. })),
+            "{err}"
+        );
         assert_eq!(fs::read(&victim).unwrap(), b"x");
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
         let err = legacy.try_hold(&d).unwrap_err().to_string();
-        assert!(err.contains("without the sticky bit") && err.contains("CCCI_LEGACY_LOCK_DIR"), "{err}");
+        assert!(
+            err.contains("without the sticky bit") && err.contains("CCCI_LEGACY_LOCK_DIR"),
+            "{err}"
+        );
         // Never chmod-ed back.
-        assert_eq!(fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o7777, 0o777);
+        assert_eq!(
+            fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o7777,
+            0o777
+        );
         let missing = LegacyLocks::new(Some(tmp.path().join("none")));
-        assert!(missing.try_hold(&d).unwrap_err().to_string().contains("cannot be used"));
+        assert!(
+            missing
+                .try_hold(&d)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot be used")
+        );
         assert!(!tmp.path().join("none").exists());
     }
 }
