@@ -396,3 +396,45 @@ fn a_ccci_run_that_waits_out_the_old_janitors_reap_reopens_the_old_lockfile() {
     assert!(lines.iter().any(|l| l.contains(&reopened)), "{lines:?}");
     assert!(sw.old_lockfile(&d).exists());
 }
+
+#[test]
+fn a_ccci_run_gives_up_on_an_old_build_of_its_domain_as_on_any_run() {
+    // No swarm needed: the old build only holds its lock.
+    let mut sw = Switch::new();
+    let d = sw.domain("swg");
+    let gate = sw.app.sb.fifo("gate");
+    let mut old = Background::spawn(sw.old_run(
+        &d,
+        &format!("echo in >&2; read x < '{}'", gate.path.display()),
+    ));
+    old.wait_for(&format!("locked {d}"));
+    let old_file = sw.old_lockfile(&d);
+    for (args, how) in [
+        (&["-n"][..], "not waiting".to_owned()),
+        (&["-w", "0.3"][..], "gave up after 0.3s".to_owned()),
+    ] {
+        let mut lock = sw.app.sb.cmd("ccci-lock");
+        lock.env("CCCI_LEGACY_LOCK_DIR", &sw.old_dir)
+            .args(args)
+            .args([&d, "--", "sh", "-c", "echo ran >&2"]);
+        let out = output_in(lock, crate::support::PATIENCE);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{err}");
+        assert!(
+            err.contains(&format!(
+                "ccci-lock: {d} is held by a run of the old layer (pid {}, through {}) — {how}",
+                old.pid(),
+                old_file.display()
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("ran"), "{err}");
+        // Its own lock went with it.
+        assert!(!held(&sw.app.sb.lockfile(&d)), "{err}");
+    }
+    // The old layer's file is as it made it: mode, inode, nothing written.
+    let meta = fs::metadata(&old_file).unwrap();
+    assert_eq!((meta.permissions().mode() & 0o7777, meta.len()), (0o644, 0));
+    gate.release();
+    assert!(old.finish().0.success());
+}
