@@ -4,6 +4,8 @@
 //! lock dir: a janitor here must only ever be eligible for this test's own domains, so
 //! every test passes an allowlist naming exactly them.
 
+mod switch;
+
 use std::fs;
 use std::process::Command;
 

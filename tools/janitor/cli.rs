@@ -30,6 +30,9 @@ EXIT STATUS:
 
 ENVIRONMENT:
   CCCI_APP_LOCK_DIR        the lock dir (default /run/lock/cc-ci)
+  CCCI_LEGACY_LOCK_DIR     while switching from the old layer, its lock dir (/run/lock):
+                           a domain whose old lockfile there is held is a live run too
+                           (left); a reap holds both locks and unlinks both lockfiles
   CCCI_CANONICAL_ABRA_DIR  the host's abra tree (default $HOME/.abra)
   CCCI_RUN_APP_RE          like --run-app-re
   CCCI_PROTECT_RE          like --protect-re

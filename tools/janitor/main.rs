@@ -12,6 +12,7 @@ use ccci_core::env::{EnvVars, canonical_abra_dir};
 use ccci_core::exit::{Exit, Failure, OrExit};
 use ccci_core::janitor::Janitor;
 use ccci_core::janitor::report::{Report, write_atomically};
+use ccci_core::lock::legacy::LegacyLocks;
 use ccci_core::lock::lockdir::LockDir;
 use ccci_core::swarm::docker::Docker;
 use ccci_core::{say, timefmt};
@@ -58,6 +59,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         lock_dir,
         abra_dir,
         run_app_re,
+        legacy: LegacyLocks::from_env(),
         protect_re,
         stale_after: cli.stale_after,
         dry_run: cli.dry_run,

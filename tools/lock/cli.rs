@@ -54,6 +54,9 @@ EXIT STATUS:
 ENVIRONMENT:
   CCCI_APP_LOCK_DIR   the lock dir (default /run/lock/cc-ci)
   CCCI_LOCK_WAIT      like --wait
+  CCCI_LEGACY_LOCK_DIR  while switching from the old layer, its lock dir (/run/lock):
+                      the run also holds <dir>/cc-ci-app-<DOMAIN>.lock, after its own
+                      lock, waiting for a run of the old layer as for any other run
   CCCI_RUN_ID         the run id recorded for the holder, else DRONE_BUILD_NUMBER
   Set for the command: CCCI_LOCK_FD (the descriptor holding the lock: never unlock it),
   CCCI_LOCK_FILE, CCCI_LOCK_DOMAIN.";

@@ -18,6 +18,7 @@ use ccci_core::exit::{Exit, Failure, signal_status};
 use ccci_core::lock::applock::{Acquisition, AppLock, Wait, WaitEvent};
 use ccci_core::lock::holder::{Holder, describe, pid_and_run};
 use ccci_core::lock::keeper::{self, Started};
+use ccci_core::lock::legacy::{LegacyError, LegacyLocks};
 use ccci_core::lock::lockdir::LockDir;
 use ccci_core::lock::lockstatus;
 use ccci_core::lock::proclocks::OpenBy;
@@ -283,29 +284,91 @@ fn take(
     };
     let progress = cli.progress_interval;
     let conflict = i32::from(cli.conflict_exit_code);
-    Ok(
-        match AppLock::acquire(dir, domain, wait, progress, &holder, &mut report)? {
-            Acquisition::Held { lock, waited } => Ok((lock, waited)),
-            Acquisition::Busy { holder, waited } => {
-                let (pid, run) = pid_and_run(holder.as_ref());
+    let start = std::time::Instant::now();
+    let (lock, waited) = match AppLock::acquire(dir, domain, wait, progress, &holder, &mut report)?
+    {
+        Acquisition::Held { lock, waited } => (lock, waited),
+        Acquisition::Busy { holder, waited } => {
+            let (pid, run) = pid_and_run(holder.as_ref());
+            diag!(
+                TOOL,
+                "{domain} is held by pid {pid} (run {run}) — {}",
+                how(waited)
+            );
+            return Ok(Err(conflict));
+        }
+        Acquisition::BusyUnlinked { holders, waited } => {
+            diag!(
+                TOOL,
+                "{domain} is held by {} through a lockfile that was removed by hand — {}",
+                who(&holders),
+                how(waited)
+            );
+            return Ok(Err(conflict));
+        }
+    };
+    // Switching from the old layer: its lockfile too, after ours, for the whole run.
+    let legacy = hold_legacy(
+        domain,
+        wait,
+        start,
+        progress,
+        (quiet, cli.conflict_exit_code),
+    );
+    Ok(match legacy {
+        Ok(legacy_waited) => Ok((lock, waited.or(legacy_waited.map(|_| start.elapsed())))),
+        Err(code) => Err(code),
+    })
+}
+
+/// While `CCCI_LEGACY_LOCK_DIR` is set, hold the old layer's lockfile of `domain` too,
+/// within what is left of `wait`, its descriptor inherited by the command (legacy.rs);
+/// `Ok` with whether (how long) it waited for a run of the old layer.
+/// `Err` with the status to exit with: the conflict code when not acquired, 125 when it
+/// cannot be used.
+fn hold_legacy(
+    domain: &Domain,
+    wait: Wait,
+    start: std::time::Instant,
+    progress: Duration,
+    (quiet, conflict_exit_code): (bool, u8),
+) -> Result<Option<Duration>, i32> {
+    let legacy = LegacyLocks::from_env();
+    let left = match wait {
+        Wait::For(d) => Wait::For(d.saturating_sub(start.elapsed())),
+        other => other,
+    };
+    let mut report = legacy.say_events(TOOL, domain, quiet);
+    match legacy.hold(domain, left, progress, &mut report) {
+        Ok(None) => Ok(None),
+        Ok(Some(held)) => {
+            let waited = held.waited();
+            held.into_inherited_fd().map_err(|e| {
                 diag!(
                     TOOL,
-                    "{domain} is held by pid {pid} (run {run}) — {}",
-                    how(waited)
+                    "cannot keep {} for the command: {e}",
+                    held_path(domain, &legacy)
                 );
-                Err(conflict)
-            }
-            Acquisition::BusyUnlinked { holders, waited } => {
-                diag!(
-                    TOOL,
-                    "{domain} is held by {} through a lockfile that was removed by hand — {}",
-                    who(&holders),
-                    how(waited)
-                );
-                Err(conflict)
-            }
-        },
-    )
+                Exit::ToolFailed.code()
+            })?;
+            Ok(waited)
+        }
+        Err(e @ LegacyError::Busy { .. }) => {
+            diag!(TOOL, "{e}");
+            Err(i32::from(conflict_exit_code))
+        }
+        Err(e) => {
+            diag!(TOOL, "{e}");
+            Err(Exit::ToolFailed.code())
+        }
+    }
+}
+
+fn held_path(domain: &Domain, legacy: &LegacyLocks) -> String {
+    legacy
+        .lockfile(domain)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// The processes holding a removed lockfile, for a line: `pid 4242 (cc-ci-run), ...`.

@@ -7,6 +7,9 @@ pub struct EnvVars;
 impl EnvVars {
     /// Directory of app lockfiles (lock, deploy, janitor).
     pub const CCCI_APP_LOCK_DIR: &'static str = "CCCI_APP_LOCK_DIR";
+    /// While a host switches from the old layer: its lock dir, whose lockfiles ccci also
+    /// holds and honours (lock, janitor; `lock/legacy.rs`). Unset: off.
+    pub const CCCI_LEGACY_LOCK_DIR: &'static str = "CCCI_LEGACY_LOCK_DIR";
     /// How long `ccci-lock` waits for a held lock before giving up.
     pub const CCCI_LOCK_WAIT: &'static str = "CCCI_LOCK_WAIT";
     /// Parent of the per-run directories (rundir).
@@ -59,7 +62,8 @@ pub mod defaults {
     pub const APP_LOCK_DIR: &str = "/run/lock/cc-ci";
     pub const RUNS_DIR: &str = "/var/lib/cc-ci-runs";
     /// The janitor's allowlist and denylist (`CCCI_RUN_APP_RE`, `CCCI_PROTECT_RE`).
-    pub const RUN_APP_RE: &str = r"^[a-z0-9]{1,4}-[0-9a-f]{6}\.";
+    /// The allowlist is cc-ci's own pattern of run domains, exactly.
+    pub const RUN_APP_RE: &str = r"^[a-z0-9]{1,4}-[0-9a-f]{6}\.ci\.commoninternet\.net$";
     pub const PROTECT_RE: &str = "^warm-";
     /// cc-ci's run apps live under this domain.
     pub const DOMAIN_SUFFIX: &str = "ci.commoninternet.net";
@@ -132,6 +136,22 @@ mod tests {
         use super::defaults::{APP_LOCK_DIR, PROTECT_RE, RUN_APP_RE, RUNS_DIR};
         for default in [APP_LOCK_DIR, RUNS_DIR, RUN_APP_RE, PROTECT_RE] {
             assert!(docs.contains(&format!("`{default}`")), "{default}");
+        }
+    }
+
+    #[test]
+    fn the_default_run_app_pattern_is_cc_cis_exactly() {
+        let re = regex::Regex::new(super::defaults::RUN_APP_RE).unwrap();
+        for (domain, run_app) in [
+            ("immi-ad3e33.ci.commoninternet.net", true),
+            ("a-000000.ci.commoninternet.net", true),
+            ("immi-ad3e33.ci.example.org", false),
+            ("immi-ad3e33.ci.commoninternet.net.example.org", false),
+            ("immi-ad3e33xci.commoninternet.net", false),
+            ("immich-ad3e33.ci.commoninternet.net", false),
+            ("warm-immich.ci.commoninternet.net", false),
+        ] {
+            assert_eq!(re.is_match(domain), run_app, "{domain}");
         }
     }
 }

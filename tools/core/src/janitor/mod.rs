@@ -29,6 +29,7 @@ use crate::domain::Domain;
 use crate::janitor::report::{DomainReport, Outcome};
 use crate::lock::applock::{self, LockError, Verified, Wait};
 use crate::lock::holder::Holder;
+use crate::lock::legacy::{LegacyLocks, Tried};
 use crate::lock::lockdir::LockDir;
 use crate::lock::proclocks::{LockTable, Untraced};
 use crate::swarm::Inventory;
@@ -40,6 +41,9 @@ pub struct Janitor<'a> {
     /// The canonical abra tree (its `servers/*/<domain>.env`).
     pub abra_dir: PathBuf,
     pub run_app_re: Regex,
+    /// While the host switches from the old layer: its lockfiles, honoured too — a domain
+    /// is live when either lock is held, and reaped only while both are held.
+    pub legacy: LegacyLocks,
     pub protect_re: Regex,
     pub stale_after: Duration,
     pub dry_run: bool,
@@ -165,12 +169,20 @@ impl Janitor<'_> {
                     self.left(&mut report, &f, &path, locks);
                     Outcome::Left
                 }
-                Ok(_) if has_resources && !untraced.is_empty() => {
-                    report.untraced = untraced.to_vec();
-                    Outcome::Left
-                }
-                Ok(_) if has_resources => Outcome::WouldReap,
-                Ok(applock::Probe::Free | applock::Probe::Absent) => Outcome::WouldTidy,
+                Ok(_) => match self.legacy.probe(domain) {
+                    Err(e) => Outcome::Skipped(e.to_string()),
+                    Ok(Some((applock::Probe::Held(f), old))) => {
+                        self.left(&mut report, &f, &old, locks);
+                        report.old_layer = true;
+                        Outcome::Left
+                    }
+                    Ok(_) if has_resources && !untraced.is_empty() => {
+                        report.untraced = untraced.to_vec();
+                        Outcome::Left
+                    }
+                    Ok(_) if has_resources => Outcome::WouldReap,
+                    Ok(_) => Outcome::WouldTidy,
+                },
             };
             return report;
         }
@@ -196,6 +208,25 @@ impl Janitor<'_> {
             }
         };
         let lock = applock::AppLock::from_verified(file, path, domain.clone());
+        // Switching: a run of the old layer holds only its own lockfile. Ours first, then
+        // that one, as every ccci run takes them.
+        let legacy = match self.legacy.try_hold(domain) {
+            Ok(None) => None,
+            Ok(Some(Tried::Held(legacy))) => Some(legacy),
+            Ok(Some(Tried::Busy(file, old))) => {
+                // The lockfile our probe may have made goes: held and verified.
+                let _ = lock.remove_lockfile();
+                self.left(&mut report, &file, &old, locks);
+                report.old_layer = true;
+                report.outcome = Outcome::Left;
+                return report;
+            }
+            Err(e) => {
+                let _ = lock.remove_lockfile();
+                report.outcome = Outcome::Error(format!("cannot probe the old layer's lock: {e}"));
+                return report;
+            }
+        };
         // The pass looked for runs holding an unlinked lockfile when it started, and reaps
         // take long: a lockfile unlinked since would have us reap a live run. Look again.
         let holders = if has_resources {
@@ -258,7 +289,16 @@ impl Janitor<'_> {
         } else {
             Outcome::Tidied
         };
-        // Still holding, identity re-verified inside: unlink, then the lock goes.
+        // Still holding both, identity re-verified inside: unlink (the old layer's too, as
+        // its own janitor does), then the locks go.
+        if let Some(legacy) = legacy
+            && let Err(e) = legacy.remove_lockfile()
+        {
+            return with_error(
+                report,
+                format!("cannot remove the old layer's lockfile: {e}"),
+            );
+        }
         if let Err(e) = lock.remove_lockfile() {
             return with_error(report, format!("cannot remove the lockfile: {e}"));
         }

@@ -52,6 +52,8 @@ pub struct DomainReport {
     /// Left because flocks on the lock dir's device could not be traced: it might be
     /// this domain's live run.
     pub untraced: Vec<Untraced>,
+    /// Held through the old layer's lockfile, by one of its runs (the host is switching).
+    pub old_layer: bool,
     pub removed: Option<Removed>,
 }
 
@@ -66,6 +68,7 @@ impl DomainReport {
             open_by: Vec::new(),
             lockfile_unlinked: false,
             untraced: Vec::new(),
+            old_layer: false,
             removed: None,
         }
     }
@@ -123,13 +126,24 @@ impl DomainReport {
                     .iter()
                     .map(|o| format!("{} ({})", o.pid, o.comm))
                     .collect();
+                let pid = if self.old_layer {
+                    format!("{pid} (a run of the old layer, through its lockfile)")
+                } else {
+                    format!("{pid} (run {run})")
+                };
                 format!(
-                    "possible leaked run: {d} held for {held} by pid {pid} (run {run}); lockfile open in: {}",
+                    "possible leaked run: {d} held for {held} by pid {pid}; lockfile open in: {}",
                     if open.is_empty() {
                         "no process found".into()
                     } else {
                         open.join(", ")
                     }
+                )
+            }
+            Outcome::Left if self.old_layer => {
+                let (pid, _) = pid_and_run(self.holder.as_ref());
+                format!(
+                    "live run of the old layer, leaving it: {d} (pid {pid} holds its old lockfile)"
                 )
             }
             Outcome::Left => format!("live run, leaving it: {d}"),
@@ -150,6 +164,7 @@ struct DomainJson<'a> {
     open_by: &'a [OpenBy],
     lockfile_unlinked: bool,
     untraced: &'a [Untraced],
+    old_layer: bool,
     removed: Option<Removed>,
     error: Option<&'a str>,
 }
@@ -221,6 +236,7 @@ impl Report<'_> {
                 open_by: &d.open_by,
                 lockfile_unlinked: d.lockfile_unlinked,
                 untraced: &d.untraced,
+                old_layer: d.old_layer,
                 removed: d.removed,
                 error: match &d.outcome {
                     Outcome::Error(e) | Outcome::Skipped(e) => Some(e),

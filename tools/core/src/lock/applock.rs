@@ -298,19 +298,56 @@ pub fn acquire_verified(
     progress: Duration,
     on_event: &mut dyn FnMut(WaitEvent<'_>),
 ) -> Result<Verified, LockError> {
-    acquire(path, true, wait, progress, on_event)
+    acquire(
+        path,
+        &|p| open_rw(p, true),
+        Loose::Retire,
+        wait,
+        progress,
+        on_event,
+    )
+}
+
+/// As [`acquire_verified`], on a lockfile that another program shares and owns the rules
+/// of (the old layer's, `legacy.rs`): opened by `open`, and never retired whatever its
+/// mode — that file is the one the other program's runs lock.
+pub fn acquire_shared_verified(
+    path: &Path,
+    open: &dyn Fn(&Path) -> Result<File, LockError>,
+    wait: Wait,
+    progress: Duration,
+    on_event: &mut dyn FnMut(WaitEvent<'_>),
+) -> Result<Verified, LockError> {
+    acquire(path, open, Loose::Keep, wait, progress, on_event)
+}
+
+/// What to do with a lockfile others could open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loose {
+    /// Ours: retire it (lockowner.rs).
+    Retire,
+    /// Another program's: lock it as it is.
+    Keep,
 }
 
 /// As [`acquire_verified`], but never creates the lockfile: a missing one is
 /// `LockError::Open` with `NotFound` (for `gc`, which must not mistake a directory that
 /// never was a run for one by creating its lock).
 pub fn acquire_existing(path: &Path, wait: Wait) -> Result<Verified, LockError> {
-    acquire(path, false, wait, Duration::MAX, &mut |_| {})
+    acquire(
+        path,
+        &|p| open_rw(p, false),
+        Loose::Retire,
+        wait,
+        Duration::MAX,
+        &mut |_| {},
+    )
 }
 
 fn acquire(
     path: &Path,
-    create: bool,
+    open: &dyn Fn(&Path) -> Result<File, LockError>,
+    loose_rule: Loose,
     wait: Wait,
     progress: Duration,
     on_event: &mut dyn FnMut(WaitEvent<'_>),
@@ -330,8 +367,9 @@ fn acquire(
     };
     let mut waited = None;
     for _ in 0..MAX_REOPENS {
-        let file = open_rw(path, create)?;
-        let loose = file.metadata().is_ok_and(|m| lockowner::is_loose(&m));
+        let file = open(path)?;
+        let loose =
+            loose_rule == Loose::Retire && file.metadata().is_ok_and(|m| lockowner::is_loose(&m));
         let file = if loose {
             // Made by an older build, openable by others: never run on (lockowner.rs).
             match lockowner::retire(path, &file).map_err(flock_err)? {
@@ -492,7 +530,7 @@ fn open_rw(path: &Path, create: bool) -> Result<File, LockError> {
 /// `O_NOFOLLOW`: a planted symlink fails the open itself. `O_NONBLOCK`: a planted FIFO
 /// must not hang the open (it is refused just after, as not a regular file; for a
 /// regular file the flag means nothing and is cleared). `O_CLOEXEC` is std's default.
-const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
+pub(crate) const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
 
 /// What a read-only look at a lockfile found.
 #[derive(Debug)]
@@ -536,7 +574,9 @@ pub fn open_existing(path: &Path) -> Result<Option<File>, LockError> {
     }
 }
 
-fn checked(path: &Path, opened: io::Result<File>) -> Result<File, LockError> {
+/// The checks every opened lockfile passes (step 2): a regular file, owned by us, with
+/// one link; `O_NONBLOCK` cleared again.
+pub(crate) fn checked(path: &Path, opened: io::Result<File>) -> Result<File, LockError> {
     let file = opened.map_err(|source| match source.raw_os_error() {
         Some(libc::ELOOP) => LockError::Symlink { path: path.into() },
         // A directory or a socket where the lockfile belongs: refused like any other

@@ -5,11 +5,13 @@
 //! what a holder writes into its lockfile; [`proclocks`] is what the kernel says about
 //! who holds a flock; [`lockstatus`] reports locks without taking them; [`runlocks`] says
 //! which locks the run we are in holds (own, above us, or kept); [`keeper`] keeps a
-//! dependency's lock for the rest of a run.
+//! dependency's lock for the rest of a run; [`legacy`] is the old layer's lockfile,
+//! honoured while a host switches to ccci.
 
 pub mod applock;
 pub mod holder;
 pub mod keeper;
+pub mod legacy;
 pub mod lockdir;
 pub mod lockowner;
 pub mod lockstatus;
