@@ -22,9 +22,16 @@ EXIT STATUS:
   78  the pipeline is wired wrong: up/down not under 'ccci-lock DOMAIN', or up outside
       'ccci-rundir' (no CCCI_DEPLOY_COUNT_FILE)
 
+THE LOCK RULE (up, down):
+  The run must hold DOMAIN's app lock, as the kernel says (/proc), never the variables:
+  through a descriptor of ours (a shell harness passes CCCI_LOCK_FD on), of a process
+  above us (a Python harness: subprocess closes descriptors, the harness still holds
+  the lock), or of a keeper of this run (a dependency taken with
+  `ccci-lock --for-run DOMAIN`). Another run's lock, or a descriptor that holds nothing
+  or only a shared lock, is 78.
+
 ENVIRONMENT:
   CCCI_APP_LOCK_DIR       lock dir, to check the app lock (default /run/lock/cc-ci)
-  CCCI_LOCK_FD, CCCI_LOCK_DOMAIN   set by ccci-lock: the lock this deploy runs under
   CCCI_DEPLOY_COUNT_FILE  set by ccci-rundir: where deploys are counted
   ABRA_DIR                the abra tree with servers/<server>/<domain>.env and recipes/
                           (set by ccci-rundir; outside a run dir CCCI_CANONICAL_ABRA_DIR,
