@@ -25,7 +25,7 @@ expect 'builtins.attrNames (import ./flake.nix).inputs' '[ "nixpkgs" ]'
 expect 'let t = import ./nix/tests/janitor.nix { module = { }; }; in [ t.name (builtins.attrNames t.nodes) (builtins.isFunction t.testScript) ]' \
   '[ "ccci-janitor" [ "machine" ] true ]'
 # Its Python script, rendered with a stand-in package path and the module's defaults, compiles.
-script=$(nix-instantiate --eval --strict --json -E 'let t = import ./nix/tests/janitor.nix { module = { }; }; l = import ./nix/lib.nix; in t.testScript { nodes.machine.services.ccci = { package = "/nix/store/00000000000000000000000000000000-ccci"; lockDir = "/run/lock/ccci-vm"; runsDir = "/var/lib/cc-ci-runs"; canonicalAbraDir = "/root/.abra"; runAppRegex = l.runAppRegex; protectRegex = "^warm-|^keep-%n-$HOME"; }; }')
+script=$(nix-instantiate --eval --strict --json -E 'let t = import ./nix/tests/janitor.nix { module = { }; }; l = import ./nix/lib.nix; in t.testScript { nodes.machine.system.build.toplevel = "/nix/store/00000000000000000000000000000000-nixos-system"; nodes.machine.services.ccci = { package = "/nix/store/00000000000000000000000000000000-ccci"; lockDir = "/run/lock/ccci-vm"; runsDir = "/var/lib/cc-ci-runs"; canonicalAbraDir = "/root/.abra"; runAppRegex = l.runAppRegex; protectRegex = "^warm-|^keep-%n-$HOME"; }; }')
 if command -v python3 >/dev/null; then
   python3 -c 'import json, sys; compile(json.loads(sys.argv[1]), "nix/tests/janitor.nix testScript", "exec")' "$script"
 fi
