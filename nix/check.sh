@@ -92,6 +92,14 @@ options = set(json.loads(sys.argv[1]))
 documented = set(re.findall(r"^\| `(services\.ccci\.[A-Za-z.]+)` \|", open("docs/nix.md").read(), re.M))
 assert options == documented, f"nix/check.sh: options not in docs/nix.md's table: {sorted(options - documented)}; rows that are no option: {sorted(documented - options)}"
 PY
+# The run-app pattern the table shows is the module's default and the tools' own, exactly.
+python3 - "$(eval_ '(import ./nix/lib.nix).runAppRegex')" <<'PY'
+import json, re, sys
+nix = json.loads(sys.argv[1])
+shown = re.search(r"^\| `services\.ccci\.runAppRegex` \| single-line str, `([^`]*)` \|", open("docs/nix.md").read(), re.M).group(1)
+rust = re.search(r'pub const RUN_APP_RE: &str = r"([^"]*)";', open("tools/core/src/env.rs").read()).group(1)
+assert nix == shown == rust, f"nix/check.sh: runAppRegex: module {nix!r}, docs/nix.md {shown!r}, tools {rust!r}"
+PY
 # The defaults pass their own types and assertions, without a warning.
 module_expect '{ }' 'badValues' '[]'
 module_expect '{ }' 'failedAssertions' '[]'
