@@ -125,7 +125,7 @@ module_expect '{ legacyLockDir = "run/lock"; }' 'badValues' '["services.ccci.leg
 module_expect '{ legacyLockDir = "/nix/store/x-locks"; }' 'badValues' '["services.ccci.legacyLockDir"]'
 module_expect '{ legacyLockDir = "/run/lock"; }' '[ badValues failedAssertions warnings ]' '[[],[],[]]'
 module_expect '{ legacyLockDir = "/var/lock"; }' 'failedAssertions' \
-  '["services.ccci.legacyLockDir = \"/var/lock\" is a directory of the system'"'"'s own: give ccci a directory of its own below it."]'
+  '["services.ccci.legacyLockDir = \"/var/lock\" is a directory of the system'"'"'s own, which the janitor unit would be allowed to write: the old layer'"'"'s lock dir is /run/lock."]'
 module_expect '{ lockDir = "/run/lock"; legacyLockDir = "/run/lock"; }' 'failedAssertions' \
   '["services.ccci.legacyLockDir = \"/run/lock\" is the lock dir itself, where the old layer'"'"'s lockfiles are ccci'"'"'s own: leave legacyLockDir null with that lock dir."]'
 # Set: the variable in the janitor's unit and host-wide, /run/lock writable for the janitor

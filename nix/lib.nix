@@ -140,7 +140,9 @@ rec {
         if legacyLockDir == null then
           [ ]
         else
-          (if legacyLockDir == "/run/lock" then [ ] else own "legacyLockDir" legacyLockDir)
+          check (
+            legacyLockDir != "/run/lock" && elem legacyLockDir sharedDirs
+          ) "services.ccci.legacyLockDir = \"${legacyLockDir}\" is a directory of the system's own, which the janitor unit would be allowed to write: the old layer's lock dir is /run/lock"
           # Both layers name a domain's lockfile cc-ci-app-<domain>.lock: in one directory
           # they are one file, which a ccci run would wait on behind its own lock forever.
           ++ check (legacyLockDir == lockDir) "services.ccci.legacyLockDir = \"${legacyLockDir}\" is the lock dir itself, where the old layer's lockfiles are ccci's own: leave legacyLockDir null with that lock dir"

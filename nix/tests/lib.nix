@@ -125,11 +125,11 @@ let
     };
     legacyVarLock = {
       got = dirs { legacyLockDir = "/var/lock"; };
-      expected = own "legacyLockDir" "/var/lock";
+      expected = "services.ccci.legacyLockDir = \"/var/lock\" is a directory of the system's own, which the janitor unit would be allowed to write: the old layer's lock dir is /run/lock";
     };
     legacyRun = {
       got = dirs { legacyLockDir = "/run"; };
-      expected = own "legacyLockDir" "/run";
+      expected = "services.ccci.legacyLockDir = \"/run\" is a directory of the system's own, which the janitor unit would be allowed to write: the old layer's lock dir is /run/lock";
     };
     legacyInTmp = {
       got = dirs { legacyLockDir = "/tmp"; };
