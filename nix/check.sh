@@ -25,7 +25,7 @@ expect 'builtins.attrNames (import ./flake.nix).inputs' '[ "nixpkgs" ]'
 expect 'let t = import ./nix/tests/janitor.nix { module = { }; }; in [ t.name (builtins.attrNames t.nodes) (builtins.isFunction t.testScript) ]' \
   '[ "ccci-janitor" [ "machine" ] true ]'
 # Its Python script, rendered with a stand-in package path and the module's defaults, compiles.
-script=$(nix-instantiate --eval --strict --json -E 'let t = import ./nix/tests/janitor.nix { module = { }; }; l = import ./nix/lib.nix; in t.testScript { nodes.machine.services.ccci = { package = "/nix/store/00000000000000000000000000000000-ccci"; lockDir = "/run/lock/ccci-vm"; runsDir = "/var/lib/cc-ci-runs"; canonicalAbraDir = "/root/.abra"; runAppRegex = l.runAppRegex; protectRegex = "^warm-|^keep-%n-$HOME"; }; }')
+script=$(nix-instantiate --eval --strict --json -E 'let t = import ./nix/tests/janitor.nix { module = { }; }; l = import ./nix/lib.nix; in t.testScript { nodes.machine.system.build.toplevel = "/nix/store/00000000000000000000000000000000-nixos-system"; nodes.machine.services.ccci = { package = "/nix/store/00000000000000000000000000000000-ccci"; lockDir = "/run/lock/ccci-vm"; runsDir = "/var/lib/cc-ci-runs"; canonicalAbraDir = "/root/.abra"; runAppRegex = l.runAppRegex; protectRegex = "^warm-|^keep-%n-$HOME"; }; }')
 if command -v python3 >/dev/null; then
   python3 -c 'import json, sys; compile(json.loads(sys.argv[1]), "nix/tests/janitor.nix testScript", "exec")' "$script"
 fi
@@ -92,6 +92,14 @@ options = set(json.loads(sys.argv[1]))
 documented = set(re.findall(r"^\| `(services\.ccci\.[A-Za-z.]+)` \|", open("docs/nix.md").read(), re.M))
 assert options == documented, f"nix/check.sh: options not in docs/nix.md's table: {sorted(options - documented)}; rows that are no option: {sorted(documented - options)}"
 PY
+# The run-app pattern the table shows is the module's default and the tools' own, exactly.
+python3 - "$(eval_ '(import ./nix/lib.nix).runAppRegex')" <<'PY'
+import json, re, sys
+nix = json.loads(sys.argv[1])
+shown = re.search(r"^\| `services\.ccci\.runAppRegex` \| single-line str, `([^`]*)` \|", open("docs/nix.md").read(), re.M).group(1)
+rust = re.search(r'pub const RUN_APP_RE: &str = r"([^"]*)";', open("tools/core/src/env.rs").read()).group(1)
+assert nix == shown == rust, f"nix/check.sh: runAppRegex: module {nix!r}, docs/nix.md {shown!r}, tools {rust!r}"
+PY
 # The defaults pass their own types and assertions, without a warning.
 module_expect '{ }' 'badValues' '[]'
 module_expect '{ }' 'failedAssertions' '[]'
@@ -110,6 +118,32 @@ module_expect '{ runAppRegex = "-[0-9a-f]{6}"; }' 'warnings' \
   '["services.ccci.runAppRegex = \"-[0-9a-f]{6}\" does not start with ^: it matches a run-like name anywhere in a domain, an infra stack'"'"'s included."]'
 # The lock dir /run/lock gets no tmpfiles rule.
 module_expect '{ lockDir = "/run/lock"; }' 'tmpfiles' '["d /var/lib/cc-ci-runs 0755 root root -"]'
+# The switch from the old layer (legacyLockDir): a path like the others, /run/lock allowed,
+# never ccci's own lock dir.
+module_expect '{ legacyLockDir = "/run/lock/old locks"; }' 'badValues' '["services.ccci.legacyLockDir"]'
+module_expect '{ legacyLockDir = "run/lock"; }' 'badValues' '["services.ccci.legacyLockDir"]'
+module_expect '{ legacyLockDir = "/nix/store/x-locks"; }' 'badValues' '["services.ccci.legacyLockDir"]'
+module_expect '{ legacyLockDir = "/run/lock"; }' '[ badValues failedAssertions warnings ]' '[[],[],[]]'
+module_expect '{ legacyLockDir = "/var/lock"; }' 'failedAssertions' \
+  '["services.ccci.legacyLockDir = \"/var/lock\" is a directory of the system'"'"'s own, which the janitor unit would be allowed to write: the old layer'"'"'s lock dir is /run/lock."]'
+module_expect '{ lockDir = "/run/lock"; legacyLockDir = "/run/lock"; }' 'failedAssertions' \
+  '["services.ccci.legacyLockDir = \"/run/lock\" is the lock dir itself, where the old layer'"'"'s lockfiles are ccci'"'"'s own: leave legacyLockDir null with that lock dir."]'
+# Set: the variable in the janitor's unit and host-wide, /run/lock writable for the janitor
+# (it unlinks old lockfiles there after a reap) and for no other unit, and no tmpfiles rule
+# for it — the same rules as without it.
+module_expect '{ legacyLockDir = "/run/lock"; }' \
+  '[ services.ccci-janitor.environment.CCCI_LEGACY_LOCK_DIR variables.CCCI_LEGACY_LOCK_DIR services.ccci-janitor.serviceConfig.ReadWritePaths services.ccci-rundir-gc.serviceConfig.ReadWritePaths tmpfiles ]' \
+  '["/run/lock","/run/lock",["/run/lock/cc-ci","/var/lib/cc-ci-runs","-/root/.abra","-/run/lock"],["/var/lib/cc-ci-runs","/run/lock/cc-ci"],["d /run/lock/cc-ci 0755 root root -","d /var/lib/cc-ci-runs 0755 root root -"]]'
+module_expect '{ legacyLockDir = "/run/lock"; }' 'services.ccci-rundir-gc.environment ? CCCI_LEGACY_LOCK_DIR' 'false'
+# Null, the default: nothing of it anywhere, and /run/lock itself writable by no unit.
+python3 - "$(eval_module '{ }' '{ inherit units variables tmpfiles; rw = builtins.mapAttrs (_: s: s.serviceConfig.ReadWritePaths) services; }')" <<'PY'
+import json, sys
+got = json.loads(sys.argv[1])
+assert "LEGACY" not in sys.argv[1], f"nix/check.sh: legacyLockDir null, yet: {sys.argv[1]}"
+for unit, paths in got["rw"].items():
+    for p in paths:
+        assert p.lstrip("-+") not in ("/", "/run", "/run/lock", "/var/lock"), f"nix/check.sh: {unit} may write {p}"
+PY
 # What the units say, besides the hardening: not stopped by a switch, the options reach them.
 module_expect '{ }' 'services.ccci-janitor.restartIfChanged' 'false'
 module_expect '{ }' 'services.ccci-janitor.unitConfig' '{"X-StopOnRemoval":false}'
@@ -127,7 +161,8 @@ if command -v systemd-analyze >/dev/null; then
   units=$(mktemp -d)
   mkdir "$units/bin"
   for tool in ccci-janitor ccci-rundir; do ln -s "$(type -P true)" "$units/bin/$tool"; done
-  python3 - "$units" "$(eval_module "{ package = \"$units\"; janitor.metricsFile = \"/var/lib/ccci-metrics/janitor.prom\"; }" units)" <<'PY'
+  # With every optional path set, so that each directive the module can write is verified.
+  python3 - "$units" "$(eval_module "{ package = \"$units\"; janitor.metricsFile = \"/var/lib/ccci-metrics/janitor.prom\"; legacyLockDir = \"/run/lock\"; }" units)" <<'PY'
 import json, subprocess, sys
 units, files = sys.argv[1], json.loads(sys.argv[2])
 for name, text in files.items():

@@ -33,8 +33,8 @@ rec {
   # Directories of the system's own: no option may name one of them. A tmpfiles `d` rule
   # for one would reset its mode (/run/lock is 1777 on some systems, 0755 on others),
   # ReadWritePaths= would open all of it to the units, and `ccci-rundir gc` sweeps its
-  # runs dir. /run/lock itself is allowed as the lock dir only (the old cc-ci layer's
-  # directory, which a switch may share) and then gets no tmpfiles rule.
+  # runs dir. /run/lock itself is allowed as the lock dir and as the old layer's lock dir
+  # (the old cc-ci layer's directory, which a switch shares) and gets no tmpfiles rule.
   sharedDirs = [
     "/"
     "/boot"
@@ -102,14 +102,16 @@ rec {
     else
       null;
 
-  # The checks of the three directories and the metrics file together: null, or the
-  # first problem as `option: why`.
+  # The checks of the three directories, the metrics file and the old layer's lock dir
+  # (null when the host is not switching) together: null, or the first problem as
+  # `option: why`.
   dirsProblem =
     {
       lockDir,
       runsDir,
       canonicalAbraDir,
       metricsFile ? null,
+      legacyLockDir ? null,
     }:
     let
       named = name: p: problem: if problem == null then [ ] else [ "services.ccci.${name} = \"${p}\" ${problem}" ];
@@ -121,6 +123,7 @@ rec {
       ++ named "runsDir" runsDir (unitPathProblem runsDir)
       ++ named "canonicalAbraDir" canonicalAbraDir (unitPathProblem canonicalAbraDir)
       ++ (if metricsFile == null then [ ] else named "janitor.metricsFile" metricsFile (unitPathProblem metricsFile))
+      ++ (if legacyLockDir == null then [ ] else named "legacyLockDir" legacyLockDir (unitPathProblem legacyLockDir))
       ++ (if lockDir == "/run/lock" then [ ] else own "lockDir" lockDir)
       ++ own "runsDir" runsDir
       ++ own "canonicalAbraDir" canonicalAbraDir
@@ -133,6 +136,19 @@ rec {
       ++ apart lockDir "lockDir" runsDir "runsDir"
       ++ apart lockDir "lockDir" canonicalAbraDir "canonicalAbraDir"
       ++ apart runsDir "runsDir" canonicalAbraDir "canonicalAbraDir"
+      ++ (
+        if legacyLockDir == null then
+          [ ]
+        else
+          check (
+            legacyLockDir != "/run/lock" && elem legacyLockDir sharedDirs
+          ) "services.ccci.legacyLockDir = \"${legacyLockDir}\" is a directory of the system's own, which the janitor unit would be allowed to write: the old layer's lock dir is /run/lock"
+          # Both layers name a domain's lockfile cc-ci-app-<domain>.lock: in one directory
+          # they are one file, which a ccci run would wait on behind its own lock forever.
+          ++ check (legacyLockDir == lockDir) "services.ccci.legacyLockDir = \"${legacyLockDir}\" is the lock dir itself, where the old layer's lockfiles are ccci's own: leave legacyLockDir null with that lock dir"
+          ++ apart legacyLockDir "legacyLockDir" runsDir "runsDir"
+          ++ apart legacyLockDir "legacyLockDir" canonicalAbraDir "canonicalAbraDir"
+      )
     );
 
   # Why `re` cannot be a regex option's value, or null. The tools compile it themselves

@@ -34,6 +34,7 @@ let
   runsDir = toString cfg.runsDir;
   canonicalAbraDir = toString cfg.canonicalAbraDir;
   metricsFile = if cfg.janitor.metricsFile == null then null else toString cfg.janitor.metricsFile;
+  legacyLockDir = if cfg.legacyLockDir == null then null else toString cfg.legacyLockDir;
 
   # What every tool reads. The units and login shells get the same values, each escaped for
   # where it is written (`%` for systemd, `\ " $` and backquote for the shell). Drone steps
@@ -45,6 +46,11 @@ let
     CCCI_CANONICAL_ABRA_DIR = canonicalAbraDir;
     CCCI_RUN_APP_RE = cfg.runAppRegex;
     CCCI_PROTECT_RE = cfg.protectRegex;
+  };
+  # Read by ccci-lock and ccci-janitor only, and only while the host switches from the old
+  # layer: absent otherwise, so that nothing of the switch stays once it is over.
+  legacyEnvironment = lib.optionalAttrs (legacyLockDir != null) {
+    CCCI_LEGACY_LOCK_DIR = legacyLockDir;
   };
 
   # Hardening shared by both units. They run as root: the janitor speaks to the docker
@@ -114,12 +120,15 @@ let
     };
   };
 
+  # The old layer's lock dir is writable only while switching: the janitor takes and, after
+  # a reap, unlinks the old lockfiles there (/run/lock: never created, never chmod-ed).
   janitorWritable = [
     lockDir
     runsDir
     canonicalAbraDir
   ]
-  ++ lib.optional (metricsFile != null) (dirOf metricsFile);
+  ++ lib.optional (metricsFile != null) (dirOf metricsFile)
+  ++ lib.optional (legacyLockDir != null) legacyLockDir;
   gcWritable = [
     runsDir
     lockDir
@@ -129,7 +138,15 @@ let
     assertion = why == null;
     message = "services.ccci.${name} = ${builtins.toJSON value} ${toString why}.";
   };
-  dirsProblem = ccci.dirsProblem { inherit lockDir runsDir canonicalAbraDir metricsFile; };
+  dirsProblem = ccci.dirsProblem {
+    inherit
+      lockDir
+      runsDir
+      canonicalAbraDir
+      metricsFile
+      legacyLockDir
+      ;
+  };
 in
 {
   options.services.ccci = {
@@ -147,6 +164,21 @@ in
         itself (the old cc-ci layer's directory, shared during a switch), which the module
         then leaves as the system made it; no other directory of the system's own, and
         nothing under /tmp or /var/tmp.
+      '';
+    };
+
+    legacyLockDir = mkOption {
+      type = types.nullOr pathType;
+      default = null;
+      example = "/run/lock";
+      description = ''
+        Only while the host switches from the old cc-ci layer (its builds still running
+        beside ccci's): that layer's lock dir, `/run/lock` (`CCCI_LEGACY_LOCK_DIR`). ccci runs
+        then hold and the janitor honours the old lockfiles too, so that neither janitor
+        reaps the other's live runs. Set in the janitor's unit (which may then write there)
+        and host-wide; `.drone.yml` must name it too, a Drone step sees no host variable.
+        The directory is the old layer's: the module neither creates it nor changes its
+        mode. Back to `null` once no old build is in flight (docs/migrating.md).
       '';
     };
 
@@ -270,7 +302,7 @@ in
 
         environment.systemPackages = [ cfg.package ];
         # Login shells: `ccci-janitor --dry-run` or `ccci-lock` by hand see what the units see.
-        environment.variables = ccci.shellEnvironment environment;
+        environment.variables = ccci.shellEnvironment (environment // legacyEnvironment);
 
         systemd.tmpfiles.rules = ccci.tmpfilesRules { inherit lockDir runsDir; };
       }
@@ -287,7 +319,7 @@ in
           description = "ccci-janitor: reap the apps of crashed cc-ci runs";
           after = [ "docker.service" ];
           requires = [ "docker.service" ];
-          environment = ccci.systemdEnvironment environment;
+          environment = ccci.systemdEnvironment (environment // legacyEnvironment);
           path = [ config.virtualisation.docker.package ];
           # A pass in flight is never cut short by a switch, nor by a switch that removes
           # the unit; the next timer tick uses the new unit.
@@ -304,7 +336,9 @@ in
               runsDir
               "-${canonicalAbraDir}"
             ]
-            ++ lib.optional (metricsFile != null) "-${dirOf metricsFile}";
+            ++ lib.optional (metricsFile != null) "-${dirOf metricsFile}"
+            # `-`: a missing one is the janitor's to name (it exits 125, naming the variable).
+            ++ lib.optional (legacyLockDir != null) "-${legacyLockDir}";
             ProtectHome = ccci.protectHome janitorWritable;
             # The metrics file must be readable for node_exporter.
             UMask = "0022";

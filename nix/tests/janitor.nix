@@ -5,6 +5,11 @@
 # The commands are the end-to-end suite's (tests/janitor, tests/rig/swarm.sh): the swarm
 # and image set up as the rig does, deploys through
 # `ccci-rundir -- ccci-lock D -- sh -c '"$DEPLOY" up D ...'` with the stand-in abra.
+# Then the switch from the old layer: the machine switches to a specialisation with
+# `legacyLockDir = "/run/lock"`, where the janitor leaves a run of the old layer (its
+# lockfile in /run/lock held by flock(1)) and reaps an orphan, unlinking its old lockfile
+# (so the unit may write there); and back, where nothing of it stays and /run/lock has the
+# mode it had at boot.
 #
 #   nix build .#checks.x86_64-linux.janitor-vm      (needs KVM)
 { module }:
@@ -14,6 +19,11 @@ let
   # cc-ci's shape, so that the module's default run-app pattern (cc-ci's own) matches them.
   orphan = "j1-0a1b2c.ci.commoninternet.net";
   held = "j2-3d4e5f.ci.commoninternet.net";
+  # The switch: an orphan deployed by a ccci run that held the old lockfile too, and a
+  # live run of the old layer.
+  switchOrphan = "j3-6a7b8c.ci.commoninternet.net";
+  oldRun = "j4-9d0e1f.ci.commoninternet.net";
+  legacyLockDir = "/run/lock";
   stack = builtins.replaceStrings [ "." ] [ "_" ];
   metrics = "/var/lib/ccci-metrics/janitor.prom";
 in
@@ -43,6 +53,9 @@ in
         protectRegex = "^warm-|^keep-%n-$HOME";
       };
 
+      # The day of the switch, as a configuration to switch to and back from.
+      specialisation.switching.configuration.services.ccci = { inherit legacyLockDir; };
+
       systemd.tmpfiles.rules = [ "d /var/lib/ccci-metrics 0755 root root -" ];
 
       environment.systemPackages = [ pkgs.util-linux ];
@@ -64,12 +77,16 @@ in
     { nodes, ... }:
     let
       pkg = nodes.machine.services.ccci.package;
-      chain = domain: run: ''
-        CCCI_ABRA=/etc/ccci-test/fixtures/abra DEPLOY=${pkg}/bin/ccci-deploy \
+      toplevel = nodes.machine.system.build.toplevel;
+      # `env`: extra variables of the run, as .drone.yml's step sets CCCI_LEGACY_LOCK_DIR.
+      chainWith = env: domain: run: ''
+        ${env} CCCI_ABRA=/etc/ccci-test/fixtures/abra DEPLOY=${pkg}/bin/ccci-deploy \
           ${pkg}/bin/ccci-rundir --run-id ${run} -- \
           ${pkg}/bin/ccci-lock ${domain} -- \
           sh -c '"$DEPLOY" up ${domain} --recipe two-services --timeout 2m'
       '';
+      chain = chainWith "";
+      oldLockfile = domain: "${legacyLockDir}/cc-ci-app-${domain}.lock";
       services = domain: "docker service ls -q --filter label=com.docker.stack.namespace=${stack domain}";
       envFile = domain: "/root/.abra/servers/default/${domain}.env";
       lockfile = domain: "${lockDir}/cc-ci-app-${domain}.lock";
@@ -86,6 +103,20 @@ in
       import json
 
       machine.wait_for_unit("docker.service")
+      run_lock_mode = machine.succeed("stat -c %a ${legacyLockDir}")
+
+      def janitor_rw():
+          # ReadWritePaths= as the manager has it: `-` marks an ignored missing path.
+          out = machine.succeed("systemctl show -p ReadWritePaths --value ccci-janitor.service")
+          return [p.lstrip("-") for p in out.split()]
+
+      def no_switch_left():
+          for unit in ["ccci-janitor.service", "ccci-rundir-gc.service"]:
+              machine.fail(f"systemctl show -p Environment {unit} | grep -F CCCI_LEGACY_LOCK_DIR")
+          machine.fail("grep -F CCCI_LEGACY_LOCK_DIR /etc/set-environment")
+          assert "${legacyLockDir}" not in janitor_rw(), janitor_rw()
+          got = machine.succeed("stat -c %a ${legacyLockDir}")
+          assert got == run_lock_mode, (got, run_lock_mode)
 
       with subtest("the module: lock dir 0755 and the same variables host-wide and in the unit"):
           machine.succeed("test \"$(stat -c %a ${lockDir})\" = 755")
@@ -143,5 +174,42 @@ in
 
       with subtest("gc runs under its unit's hardening"):
           machine.succeed("systemctl start ccci-rundir-gc.service")
+
+      with subtest("not switching: nothing of the switch in the units, /run/lock read-only to the janitor"):
+          no_switch_left()
+
+      with subtest("switching: the variable in the janitor's unit and host-wide, /run/lock writable for it"):
+          machine.succeed("${toplevel}/specialisation/switching/bin/switch-to-configuration test")
+          machine.succeed("systemctl show -p Environment ccci-janitor.service | grep -F CCCI_LEGACY_LOCK_DIR=${legacyLockDir}")
+          machine.succeed("grep -F CCCI_LEGACY_LOCK_DIR /etc/set-environment")
+          assert "${legacyLockDir}" in janitor_rw(), janitor_rw()
+          got = machine.succeed("stat -c %a ${legacyLockDir}")
+          assert got == run_lock_mode, (got, run_lock_mode)
+
+      with subtest("switching: an orphan of a ccci run, and a live run of the old layer"):
+          # A ccci run that held the old lockfile too, as .drone.yml's step does while switching.
+          machine.succeed("""${chainWith "CCCI_LEGACY_LOCK_DIR=${legacyLockDir}" switchOrphan "3"}""")
+          machine.succeed("test -e ${oldLockfile switchOrphan}")
+          # The old layer's run: its app deployed, only its own lockfile held (flock(1), as it locks).
+          machine.succeed("""${chain oldRun "4"}""")
+          machine.succeed("systemd-run --unit=old-layer-run flock ${oldLockfile oldRun} sleep infinity")
+          machine.wait_until_fails("flock --nonblock --shared ${oldLockfile oldRun} true")
+
+      with subtest("switching: the janitor leaves the old layer's live run, reaps the orphan, unlinks its old lockfile"):
+          machine.succeed("systemctl start ccci-janitor.service")
+          machine.succeed("test -z \"$(${services switchOrphan})\"")
+          machine.succeed("test ! -e ${oldLockfile switchOrphan}")
+          machine.succeed("test ! -e ${lockfile switchOrphan}")
+          machine.succeed("test -n \"$(${services oldRun})\"")
+          machine.succeed("test -e ${envFile oldRun}")
+          journal = machine.succeed("journalctl -u ccci-janitor.service")
+          assert "reaped ${switchOrphan}" in journal, journal
+          assert "live run of the old layer, leaving it: ${oldRun}" in journal, journal
+          machine.succeed("systemctl stop old-layer-run.service")
+
+      with subtest("the switch over: back to legacyLockDir = null, nothing of it stays"):
+          machine.succeed("${toplevel}/bin/switch-to-configuration test")
+          no_switch_left()
+          machine.succeed("systemctl start ccci-janitor.service")
     '';
 }

@@ -113,6 +113,44 @@ let
       got = dirs { canonicalAbraDir = "/nix/store/abc-abra"; };
       expected = "services.ccci.canonicalAbraDir = \"/nix/store/abc-abra\" is in the Nix store, which is read-only";
     };
+    # The old layer's lock dir (while switching): /run/lock, or a directory of no one else;
+    # never ccci's own lock dir (one file for both lockfiles), nor /tmp, nor nested.
+    legacyRunLock = {
+      got = dirs { legacyLockDir = "/run/lock"; };
+      expected = null;
+    };
+    legacyOwnDir = {
+      got = dirs { legacyLockDir = "/var/lib/old-cc-ci-locks"; };
+      expected = null;
+    };
+    legacyVarLock = {
+      got = dirs { legacyLockDir = "/var/lock"; };
+      expected = "services.ccci.legacyLockDir = \"/var/lock\" is a directory of the system's own, which the janitor unit would be allowed to write: the old layer's lock dir is /run/lock";
+    };
+    legacyRun = {
+      got = dirs { legacyLockDir = "/run"; };
+      expected = "services.ccci.legacyLockDir = \"/run\" is a directory of the system's own, which the janitor unit would be allowed to write: the old layer's lock dir is /run/lock";
+    };
+    legacyInTmp = {
+      got = dirs { legacyLockDir = "/tmp"; };
+      expected = privateTmp "legacyLockDir" "/tmp";
+    };
+    legacyIsLockDir = {
+      got = dirs {
+        lockDir = "/run/lock";
+        legacyLockDir = "/run/lock";
+      };
+      expected = "services.ccci.legacyLockDir = \"/run/lock\" is the lock dir itself, where the old layer's lockfiles are ccci's own: leave legacyLockDir null with that lock dir";
+    };
+    legacyInRuns = {
+      got = dirs { legacyLockDir = "/var/lib/cc-ci-runs/locks"; };
+      expected = nested "/var/lib/cc-ci-runs/locks" "legacyLockDir" "/var/lib/cc-ci-runs" "runsDir";
+    };
+    legacySpace = {
+      got = dirs { legacyLockDir = "/run/lock "; };
+      expected = "services.ccci.legacyLockDir = \"/run/lock \" must be /-separated names of letters, digits and . _ - + @ only (no whitespace, %, quotes or backslashes, no // and no trailing /)";
+    };
+
     metricsInSystemDir = {
       got = dirs { metricsFile = "/var/lib/ccci.prom"; };
       expected = "services.ccci.janitor.metricsFile = \"/var/lib/ccci.prom\" is in a directory of the system's own, which the janitor unit would be allowed to write: put it in a directory of its own";

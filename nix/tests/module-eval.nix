@@ -51,6 +51,7 @@ let
       inherit text;
     };
     optional = cond: x: if cond then [ x ] else [ ];
+    optionalAttrs = cond: attrs: if cond then attrs else { };
     getExe' = pkg: exe: "${pkg}/bin/${exe}";
     types =
       let
