@@ -27,7 +27,7 @@ WAITING:
   On acquiring it prints '== app lock: acquired D ==' ('after Ns' when it waited) and
   execs the command with CCCI_LOCK_FD, CCCI_LOCK_FILE and CCCI_LOCK_DOMAIN set.
 
-A RUN'S DEPENDENCIES (--for-run):
+DEPENDENCIES OF A RUN:
   A run that deploys a cold dependency as an app of its own takes that app's lock too,
   from inside the run, before deploying it: `ccci-lock --for-run DEP_DOMAIN` waits like
   any ccci-lock (same lines, -n, -w, -E), then returns 0 and leaves a keeper process
