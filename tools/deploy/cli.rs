@@ -22,9 +22,9 @@ EXIT STATUS:
   78  the pipeline is wired wrong: up/down not under 'ccci-lock DOMAIN', or up outside
       'ccci-rundir' (no CCCI_DEPLOY_COUNT_FILE)
 
-THE LOCK RULE (up, down):
-  The run must hold DOMAIN's app lock, as the kernel says (/proc), never the variables:
-  through a descriptor of ours (a shell harness passes CCCI_LOCK_FD on), of a process
+THE LOCK RULE:
+  up and down need the run to hold DOMAIN's app lock, as the kernel says (/proc),
+  not the variables: through a descriptor of ours (a shell harness passes CCCI_LOCK_FD on), of a process
   above us (a Python harness: subprocess closes descriptors, the harness still holds
   the lock), or of a keeper of this run (a dependency taken with
   `ccci-lock --for-run DOMAIN`). Another run's lock, or a descriptor that holds nothing

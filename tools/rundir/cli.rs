@@ -115,9 +115,9 @@ THE DOMAIN:
   A domain that the janitor's run-app pattern does not match is refused (status 125):
   the janitor would never reap what a crashed run left of it.
 
-IN THE DRONE STEP (/bin/sh -e):
-  CCCI_DOMAIN=$(ccci-rundir domain)    a plain assignment: a failure stops the step
-  export CCCI_DOMAIN
+IN THE DRONE STEP:
+  Under /bin/sh -e, CCCI_DOMAIN=$(ccci-rundir domain) on a line of its own (a plain
+  assignment: a failure stops the step), then export CCCI_DOMAIN.
   Not `export CCCI_DOMAIN=$(...)`, whose status is export's: the step would go on with
   an empty domain.";
 
