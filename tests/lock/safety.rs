@@ -282,3 +282,25 @@ fn a_lock_dir_under_a_symlink_or_directory_someone_else_owns_is_refused() {
         .assert()
         .success();
 }
+
+#[test]
+fn an_old_layer_lock_dir_that_is_the_lock_dir_itself_is_refused_not_waited_on() {
+    // Both layers name a lockfile cc-ci-app-<domain>.lock: with CCCI_LEGACY_LOCK_DIR the
+    // lock dir itself, a run would take its own lock, then wait for it — forever.
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.lock_dir()).unwrap();
+    // Through another spelling of the same directory, too.
+    let alias = sb.path("alias");
+    std::os::unix::fs::symlink(sb.lock_dir(), &alias).unwrap();
+    for legacy in [sb.lock_dir(), alias] {
+        let mut cmd = sb.cmd("ccci-lock");
+        cmd.env("CCCI_LEGACY_LOCK_DIR", &legacy)
+            .args([D, "--", "touch"])
+            .arg(sb.path("ran"));
+        let out = crate::support::output_within(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{err}");
+        assert!(err.contains("is ccci's own lock dir"), "{err}");
+        assert!(!sb.path("ran").exists());
+    }
+}

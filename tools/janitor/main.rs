@@ -54,12 +54,13 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     };
     lock_dir_ok.or_exit(Exit::Failure)?;
 
+    let legacy = LegacyLocks::from_env().beside(&lock_dir);
     let janitor = Janitor {
         docker: &docker,
         lock_dir,
         abra_dir,
         run_app_re,
-        legacy: LegacyLocks::from_env(),
+        legacy,
         protect_re,
         stale_after: cli.stale_after,
         dry_run: cli.dry_run,

@@ -309,6 +309,7 @@ fn take(
     };
     // Switching from the old layer: its lockfile too, after ours, for the whole run.
     let legacy = hold_legacy(
+        dir,
         domain,
         wait,
         start,
@@ -327,13 +328,14 @@ fn take(
 /// `Err` with the status to exit with: the conflict code when not acquired, 125 when it
 /// cannot be used.
 fn hold_legacy(
+    dir: &LockDir,
     domain: &Domain,
     wait: Wait,
     start: std::time::Instant,
     progress: Duration,
     (quiet, conflict_exit_code): (bool, u8),
 ) -> Result<Option<Duration>, i32> {
-    let legacy = LegacyLocks::from_env();
+    let legacy = LegacyLocks::from_env().beside(dir);
     let left = match wait {
         Wait::For(d) => Wait::For(d.saturating_sub(start.elapsed())),
         other => other,

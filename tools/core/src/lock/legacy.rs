@@ -23,7 +23,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{IntoRawFd, RawFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,9 @@ pub const MODE: u32 = 0o644;
 #[derive(Clone, Debug, Default)]
 pub struct LegacyLocks {
     dir: Option<PathBuf>,
+    /// ccci's own lock dir, which the old layer's must not be: both name their files
+    /// `cc-ci-app-<domain>.lock`, so a run would wait for its own lock, forever.
+    ours: Option<PathBuf>,
 }
 
 /// Not acquired: a run of the old layer holds the domain.
@@ -87,6 +90,15 @@ impl LegacyLocks {
     pub fn new(dir: Option<PathBuf>) -> LegacyLocks {
         LegacyLocks {
             dir: dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
+            ours: None,
+        }
+    }
+
+    /// Used beside ccci's lock dir `ours`: the old layer's must be another directory.
+    pub fn beside(self, ours: &crate::lock::lockdir::LockDir) -> LegacyLocks {
+        LegacyLocks {
+            ours: Some(ours.path().to_owned()),
+            ..self
         }
     }
 
@@ -179,6 +191,13 @@ impl LegacyLocks {
         let meta = fs::metadata(dir).map_err(|e| problem(format!("cannot be used: {e}")))?;
         if !meta.is_dir() {
             return Err(problem("is not a directory".into()));
+        }
+        let ours = self.ours.as_ref().and_then(|o| fs::metadata(o).ok());
+        if ours.is_some_and(|o| o.dev() == meta.dev() && o.ino() == meta.ino()) {
+            return Err(problem(format!(
+                "is ccci's own lock dir ({}): both layers name a lockfile cc-ci-app-<domain>.lock, so a run would wait for itself — the old layer's is /run/lock, ccci's /run/lock/cc-ci",
+                EnvVars::CCCI_APP_LOCK_DIR
+            )));
         }
         let mode = meta.permissions().mode();
         if mode & 0o022 != 0 && mode & 0o1000 == 0 {
