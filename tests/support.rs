@@ -360,3 +360,22 @@ pub fn require_root(test: &str) -> bool {
     eprintln!("skipping {test}: needs root");
     false
 }
+
+/// A process's output as text, for messages and `contains` checks.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A domain's swarm stack name, as every tool spells it (`Domain::stack_name`).
+pub fn stack(domain: &str) -> String {
+    ccci_core::domain::Domain::parse(domain)
+        .expect("a valid test domain")
+        .stack_name()
+}
+
+/// Write an executable script (a wrapper, a stand-in) at `path`.
+pub fn write_executable(path: &Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, script).expect("write script");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+}

@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::procs::Tag;
-use crate::support::{Background, bin, output_within, scrub};
+use crate::support::{Background, bin, output_within, scrub, stack, text};
 use crate::swarm::{self, App, abra, leftovers};
 
 const TAG: &str = "CHAIN_TEST_TAG";
@@ -33,14 +33,6 @@ const TAG: &str = "CHAIN_TEST_TAG";
 /// A chain deploys and tears down a real app: far more than the suite's PATIENCE on a
 /// loaded machine, still a bound that turns a hang into a failure.
 const DEPLOY_PATIENCE: Duration = Duration::from_secs(180);
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn stack(domain: &str) -> String {
-    domain.replace('.', "_")
-}
 
 /// The suffix and run-app pattern of the test's domains (never cc-ci's real ones).
 const SUFFIX: &str = "ci.example.org";

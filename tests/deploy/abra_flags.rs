@@ -5,31 +5,21 @@
 
 use std::path::PathBuf;
 
-use crate::support::{DEPLOY_PATIENCE, output_in, output_within};
+use crate::support::{DEPLOY_PATIENCE, output_in, output_within, text, write_executable};
 use crate::swarm::{self, App, leftovers};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// An abra (for `CCCI_ABRA`) that drops `flag` from every call and runs the stand-in:
 /// ccci-deploy with that flag broken.
 fn abra_without(app: &App, flag: &str) -> PathBuf {
     let wrapper = app.sb.path(&format!("abra-without{flag}"));
-    std::fs::write(
+    write_executable(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\nfor a; do shift; [ \"$a\" = '{flag}' ] || set -- \"$@\" \"$a\"; done\n\
              exec '{}' \"$@\"\n",
             swarm::abra().display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     wrapper
 }
 

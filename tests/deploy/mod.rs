@@ -6,12 +6,8 @@ use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
 
-use crate::support::{DEPLOY_PATIENCE, Sandbox, output_in, output_within};
+use crate::support::{DEPLOY_PATIENCE, Sandbox, output_in, output_within, text, write_executable};
 use crate::swarm::{self, App, leftovers};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn up_converges_is_counted_once_and_down_removes_everything_twice() {
@@ -344,22 +340,16 @@ fn abra_failing_once(app: &App, step: &str, after: bool) -> std::path::PathBuf {
         true => format!("'{}' \"$@\"; ", real.display()),
         false => String::new(),
     };
-    std::fs::write(
+    write_executable(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\ncase \"$*\" in '{step} '*)\n  if rm '{}' 2>/dev/null; then\n    \
              {run_it}echo 'abra (test wrapper): injected failure of {step}' >&2; exit 1\n  \
              fi ;;\nesac\nexec '{}' \"$@\"\n",
             flag.display(),
             real.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     wrapper
 }
 

@@ -9,12 +9,10 @@ mod switch;
 use std::fs;
 use std::process::Command;
 
-use crate::support::{Background, DEPLOY_PATIENCE, bin, output_in, output_within};
+use crate::support::{
+    Background, DEPLOY_PATIENCE, bin, output_in, output_within, stack, text, write_executable,
+};
 use crate::swarm::{self, App, leftovers};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// An allowlist naming exactly these domains.
 fn only(domains: &[&str]) -> String {
@@ -55,10 +53,6 @@ impl App {
 /// loaded machine takes longer than the suite's usual patience.
 fn pass_within(cmd: Command) -> std::process::Output {
     crate::support::output_in(cmd, crate::support::DEPLOY_PATIENCE)
-}
-
-fn stack(domain: &str) -> String {
-    domain.replace('.', "_")
 }
 
 #[test]
@@ -340,16 +334,14 @@ fn a_lockfile_unlinked_while_the_pass_reaps_another_domain_still_spares_its_run(
     let holder = crate::lock::hold_until(&app.sb, &live, &gate);
     // Once the orphan's reap is under way (its `.env` gone), the operator's `rm`.
     let docker = app.sb.path("docker");
-    fs::write(
+    write_executable(
         &docker,
-        format!(
+        &format!(
             "#!/bin/sh\n[ -e '{}' ] || rm -f '{}'\nexec docker \"$@\"\n",
             app.env_file(&orphan).display(),
             app.sb.lockfile(&live).display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let mut cmd = app.janitor(&only(&[&orphan, &live]), &["--json"]);
     cmd.env("CCCI_DOCKER", &docker);
     let out = output_within(cmd);

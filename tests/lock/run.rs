@@ -159,8 +159,7 @@ fn a_script_whose_interpreter_is_missing_is_126_in_every_wrapper() {
     let sb = Sandbox::new();
     sb.abra_servers();
     let script = sb.path("script");
-    fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
-    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    crate::support::write_executable(&script, "#!/nonexistent/interpreter\n");
     let wrappers: [(&str, &[&str]); 3] = [
         ("ccci-lock", &[D, "--"]),
         ("ccci-guard", &["--"]),
