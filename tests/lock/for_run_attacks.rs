@@ -55,3 +55,48 @@ fn cmd_env(cmd: &mut std::process::Command) -> Vec<(std::ffi::OsString, std::ffi
         .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
         .collect()
 }
+
+/// A harness that asks for one dependency from two threads at once (two tests that both
+/// need it): both starters find DEP not yet held by the run and start a keeper each. Both
+/// keepers wait for another run's hold; when it ends one keeper takes DEP — and the other
+/// must see that its own run holds it now, not wait for its sibling until the run ends
+/// (the run waits for it: that would be forever).
+#[test]
+fn two_for_runs_of_one_domain_at_once_in_one_run_both_return() {
+    let sb = Sandbox::new();
+    let gate = sb.fifo("gate");
+    let other = hold_until(&sb, DEP, &gate);
+    let harness = format!(
+        r#"
+import subprocess, sys, threading
+def take(name):
+    rc = subprocess.run([sys.argv[1], "--for-run", "{DEP}"], stdout=subprocess.PIPE).returncode
+    sys.stderr.write("%s %d\n" % (name, rc)); sys.stderr.flush()
+threads = [threading.Thread(target=take, args=(n,)) for n in ("first", "second")]
+for t in threads: t.start()
+for t in threads: t.join()
+sys.stderr.write("harness done\n")
+"#
+    );
+    let mut cmd = sb.cmd("ccci-lock");
+    cmd.args([D, "--", "python3", "-c", &harness])
+        .arg(bin("ccci-lock"));
+    let mut run = Background::spawn(cmd);
+    // Both keepers are waiting for the other run, and say so.
+    let waiting = format!("== app lock: another run of {DEP} in flight");
+    run.wait_for(&waiting);
+    run.wait_for(&waiting);
+    gate.release();
+    let (status, seen) = run.finish_within(PATIENCE);
+    assert!(status.success(), "{seen:?}");
+    for line in ["first 0", "second 0", "harness done"] {
+        assert!(seen.iter().any(|l| l == line), "{line}: {seen:?}");
+    }
+    assert!(
+        seen.iter().any(|l| l.contains(&format!(
+            "== app lock: {DEP} is already held by this run (kept by pid"
+        ))),
+        "{seen:?}"
+    );
+    drop(other);
+}

@@ -210,6 +210,9 @@ fn after(waited: Option<Duration>) -> String {
     })
 }
 
+/// How often a waiting keeper looks whether its run holds the domain now (see [`take`]).
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// Take `domain`'s lock as the options say, reporting the wait; `Err(status)` when it was
 /// not acquired (`-n`, `-w`), after saying who holds it.
 fn take(
@@ -233,7 +236,32 @@ fn take(
         None => Wait::Forever,
     };
     let quiet = cli.quiet;
-    let mut report = |event: WaitEvent<'_>| match event {
+    let progress = cli.progress_interval;
+    // A keeper that waits looks every RECHECK whether its own run got the domain meanwhile:
+    // two `--for-run D` of one run at once both start a keeper, and the one that did not
+    // take D would otherwise wait for its sibling — for the rest of the run, which waits
+    // for it. Its waiting lines still come every --progress-interval.
+    let keeper = kept_for.is_some();
+    let mut next_line = progress;
+    let ours_now = |event: &WaitEvent<'_>| {
+        if !keeper
+            || !matches!(
+                event,
+                WaitEvent::Blocked { .. } | WaitEvent::StillWaiting { .. }
+            )
+        {
+            return;
+        }
+        if let Ok(Some(hold)) = held_by_this_run(dir, domain) {
+            if !quiet {
+                say!("== app lock: {domain} is already held by this run ({hold}) ==");
+            }
+            // Nothing to keep; the flock still pending in the waiting thread goes with us.
+            std::process::exit(Exit::Success.code());
+        }
+    };
+    let mut report_wait = |event: WaitEvent<'_>| match event {
+        WaitEvent::StillWaiting { waited, .. } if keeper && waited < next_line => {}
         // An older build's lockfile, lockable by anyone: said even with -q.
         WaitEvent::Retired { path } => diag!(
             TOOL,
@@ -250,11 +278,14 @@ fn take(
             "== app lock: another run of {domain} in flight ({}) — waiting ==",
             describe(holder, true)
         ),
-        WaitEvent::StillWaiting { waited, holder } => say!(
-            "== app lock: still waiting for {domain} after {} ({}) ==",
-            duration::format(waited),
-            describe(holder, false)
-        ),
+        WaitEvent::StillWaiting { waited, holder } => {
+            next_line = waited + progress;
+            say!(
+                "== app lock: still waiting for {domain} after {} ({}) ==",
+                duration::format(waited),
+                describe(holder, false)
+            )
+        }
         WaitEvent::Replaced { path, inode } => diag!(
             TOOL,
             "{} was unlinked while we waited on it (inode {inode}) — reopening",
@@ -270,6 +301,10 @@ fn take(
             who(holders)
         ),
     };
+    let mut report = |event: WaitEvent<'_>| {
+        ours_now(&event);
+        report_wait(event)
+    };
     let mut holder = Holder::new_for_this_process(
         Some(domain.as_str()),
         run_id.as_ref().map(RunId::as_str),
@@ -281,7 +316,11 @@ fn take(
         Wait::For(_) => format!("gave up after {}", duration::format_secs(waited)),
         _ => "not waiting".to_owned(),
     };
-    let progress = cli.progress_interval;
+    let progress = if keeper {
+        progress.min(RECHECK)
+    } else {
+        progress
+    };
     let conflict = i32::from(cli.conflict_exit_code);
     Ok(
         match AppLock::acquire(dir, domain, wait, progress, &holder, &mut report)? {
