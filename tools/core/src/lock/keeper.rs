@@ -45,11 +45,18 @@ pub fn start(program: &std::path::Path, args: &[OsString]) -> io::Result<Started
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+    let starter = std::process::id() as libc::pid_t;
+    // SAFETY: prctl(2) and getppid(2) are async-signal-safe; nothing else runs between
+    // fork and exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // A starter killed between fork and prctl sent no signal: the keeper would
+            // live on, reparented, and take the lock for a run that saw --for-run fail.
+            if libc::getppid() != starter {
+                return Err(io::Error::other("the starter ended before the keeper started"));
             }
             Ok(())
         });
