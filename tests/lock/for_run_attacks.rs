@@ -32,7 +32,7 @@ sys.stderr.write("deploy %d\n" % rc)
     let mut cmd = sb.cmd("ccci-deploy");
     let mut py = std::process::Command::new("python3");
     py.env_clear().envs(cmd_env(&mut cmd));
-    py.args(["-c", &script])
+    py.args(["-c", script])
         .arg(sb.lock_dir())
         .arg(sb.lockfile(DEP))
         .arg(bin("ccci-deploy"))

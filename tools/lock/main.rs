@@ -261,7 +261,8 @@ fn take(
         }
     };
     let mut report_wait = |event: WaitEvent<'_>| match event {
-        WaitEvent::StillWaiting { waited, .. } if keeper && waited < next_line => {}
+        WaitEvent::StillWaiting { waited, .. } | WaitEvent::StillHeldUnlinked { waited, .. }
+            if keeper && waited < next_line => {}
         // An older build's lockfile, lockable by anyone: said even with -q.
         WaitEvent::Retired { path } => diag!(
             TOOL,
@@ -295,11 +296,14 @@ fn take(
             "== app lock: {domain} is also held by {} through a lockfile that was removed by hand — waiting for it to end ==",
             who(holders)
         ),
-        WaitEvent::StillHeldUnlinked { waited, holders } => say!(
-            "== app lock: still waiting for {domain} after {} (held by {} through a removed lockfile) ==",
-            duration::format(waited),
-            who(holders)
-        ),
+        WaitEvent::StillHeldUnlinked { waited, holders } => {
+            next_line = waited + progress;
+            say!(
+                "== app lock: still waiting for {domain} after {} (held by {} through a removed lockfile) ==",
+                duration::format(waited),
+                who(holders)
+            )
+        }
     };
     let mut report = |event: WaitEvent<'_>| {
         ours_now(&event);

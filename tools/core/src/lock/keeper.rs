@@ -56,7 +56,9 @@ pub fn start(program: &std::path::Path, args: &[OsString]) -> io::Result<Started
             // A starter killed between fork and prctl sent no signal: the keeper would
             // live on, reparented, and take the lock for a run that saw --for-run fail.
             if libc::getppid() != starter {
-                return Err(io::Error::other("the starter ended before the keeper started"));
+                return Err(io::Error::other(
+                    "the starter ended before the keeper started",
+                ));
             }
             Ok(())
         });
