@@ -100,3 +100,37 @@ sys.stderr.write("harness done\n")
     );
     drop(other);
 }
+
+/// The keeper lives as long as the run, so it must not keep what its starter was given
+/// beyond the standard streams: a pipe passed down (`pass_fds`, a shell's `3>&1`, a make
+/// jobserver) would not see its end until the run ends — and a harness that reads it to
+/// its end before going on would wait for itself.
+#[test]
+fn a_keeper_keeps_no_descriptor_its_starter_was_given() {
+    let sb = Sandbox::new();
+    let harness = format!(
+        r#"
+import os, subprocess, sys
+r, w = os.pipe()
+rc = subprocess.run([sys.argv[1], "--for-run", "{DEP}"], pass_fds=(w,)).returncode
+os.close(w)
+os.set_blocking(r, False)
+try:
+    left = "closed" if os.read(r, 1) == b"" else "data"
+except BlockingIOError:
+    left = "open"
+sys.stderr.write("for-run %d, pipe %s\n" % (rc, left))
+"#
+    );
+    let mut cmd = sb.cmd("ccci-lock");
+    cmd.args([D, "--", "python3", "-c", &harness])
+        .arg(bin("ccci-lock"));
+    let mut run = Background::spawn(cmd);
+    assert_eq!(
+        run.wait_for("for-run "),
+        "for-run 0, pipe closed",
+        "{:?}",
+        run.seen
+    );
+    assert!(run.finish().0.success());
+}
