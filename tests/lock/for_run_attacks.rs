@@ -134,3 +134,35 @@ sys.stderr.write("for-run %d, pipe %s\n" % (rc, left))
     );
     assert!(run.finish().0.success());
 }
+
+/// A nested `ccci-lock E -- cmd` of a domain held above it or kept for the run has no
+/// descriptor to hand on: cmd must still learn which lock it runs under (E, not the
+/// app's domain left in the environment by the outer ccci-lock), and no CCCI_LOCK_FD
+/// that names whatever descriptor happens to have that number in cmd.
+#[test]
+fn a_nested_lock_of_a_kept_or_inherited_domain_names_that_domain_and_no_descriptor() {
+    let sb = Sandbox::new();
+    let harness = format!(
+        r#"
+import subprocess, sys
+lock = sys.argv[1]
+subprocess.run([lock, "--for-run", "{DEP}"], check=True)
+for domain in ("{DEP}", "{D}"):
+    out = subprocess.run([lock, "-q", domain, "--", "sh", "-c",
+        'echo "$CCCI_LOCK_DOMAIN [$CCCI_LOCK_FD] $CCCI_LOCK_FILE"'],
+        stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    sys.stderr.write("nested " + out + "\n")
+sys.stderr.write("harness done\n")
+"#
+    );
+    let mut cmd = sb.cmd("ccci-lock");
+    cmd.args([D, "--", "python3", "-c", &harness])
+        .arg(bin("ccci-lock"));
+    let run = Background::spawn(cmd);
+    let (status, seen) = run.finish();
+    assert!(status.success(), "{seen:?}");
+    for domain in [DEP, D] {
+        let want = format!("nested {domain} [] {}", sb.lockfile(domain).display());
+        assert!(seen.iter().any(|l| *l == want), "{want}: {seen:?}");
+    }
+}

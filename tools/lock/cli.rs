@@ -55,8 +55,8 @@ ENVIRONMENT:
   CCCI_APP_LOCK_DIR   the lock dir (default /run/lock/cc-ci)
   CCCI_LOCK_WAIT      like --wait
   CCCI_RUN_ID         the run id recorded for the holder, else DRONE_BUILD_NUMBER
-  Set for the command: CCCI_LOCK_FD (the descriptor holding the lock: never unlock it),
-  CCCI_LOCK_FILE, CCCI_LOCK_DOMAIN.";
+  Set for the command: CCCI_LOCK_FD (the descriptor holding the lock: never unlock it;
+  empty when the lock is held above us or kept for the run), CCCI_LOCK_FILE, CCCI_LOCK_DOMAIN.";
 
 /// Run a command while holding an app domain's lock, one run per domain at a time.
 #[derive(Parser, Debug)]

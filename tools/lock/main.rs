@@ -98,12 +98,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             ));
         }
         // Held above us, or by a keeper of the run: there is no descriptor to pass on,
-        // and the tools below ask the kernel as we did.
+        // and the tools below ask the kernel as we did. The variables still say which
+        // lock the command runs under — not the outer one's domain and descriptor number,
+        // which the environment carries into processes that do not have that descriptor.
         Some(hold) => {
             if !cli.quiet {
                 say!("== app lock: {domain} is already held by this run ({hold}) ==");
             }
-            let err = exec::exec(&cli.command, &[]);
+            let file = dir.lockfile(&domain);
+            let env = [
+                (EnvVars::CCCI_LOCK_FD, OsStr::new("")),
+                (EnvVars::CCCI_LOCK_FILE, file.as_os_str()),
+                (EnvVars::CCCI_LOCK_DOMAIN, OsStr::new(domain.as_str())),
+            ];
+            let err = exec::exec(&cli.command, &env);
             diag!(TOOL, "{err}");
             return Ok(err.status.code());
         }
