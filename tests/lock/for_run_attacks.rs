@@ -163,6 +163,6 @@ sys.stderr.write("harness done\n")
     assert!(status.success(), "{seen:?}");
     for domain in [DEP, D] {
         let want = format!("nested {domain} [] {}", sb.lockfile(domain).display());
-        assert!(seen.iter().any(|l| *l == want), "{want}: {seen:?}");
+        assert!(seen.contains(&want), "{want}: {seen:?}");
     }
 }
