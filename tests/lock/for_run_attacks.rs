@@ -166,3 +166,50 @@ sys.stderr.write("harness done\n")
         assert!(seen.contains(&want), "{want}: {seen:?}");
     }
 }
+
+/// `--for-run DEP` in one thread of the harness, `ccci-lock DEP -- cmd` in another, both
+/// waiting for another run's hold of DEP. When it ends and the keeper takes DEP, the
+/// nested ccci-lock waits for its own run's keeper — which lives until the harness ends,
+/// which waits for the nested ccci-lock. It must see that its run holds DEP now and run
+/// cmd. (The keeper waits first, so the kernel's wake-up order gives it DEP; should the
+/// nested one win instead, it runs at once and the keeper follows.)
+#[test]
+fn a_nested_lock_waiting_beside_its_run_s_keeper_runs_when_the_keeper_takes_the_domain() {
+    let sb = Sandbox::new();
+    let gate = sb.fifo("gate");
+    let go = sb.fifo("go");
+    let other = hold_until(&sb, DEP, &gate);
+    let harness = format!(
+        r#"
+import subprocess, sys, threading
+lock, go = sys.argv[1], sys.argv[2]
+def keep():
+    rc = subprocess.run([lock, "--for-run", "{DEP}"], stdout=subprocess.PIPE).returncode
+    sys.stderr.write("for-run %d\n" % rc); sys.stderr.flush()
+def nested():
+    rc = subprocess.run([lock, "{DEP}", "--", "true"]).returncode
+    sys.stderr.write("nested %d\n" % rc); sys.stderr.flush()
+a = threading.Thread(target=keep); a.start()
+open(go).read()  # the keeper waits now
+b = threading.Thread(target=nested); b.start()
+a.join(); b.join()
+sys.stderr.write("harness done\n")
+"#
+    );
+    let mut cmd = sb.cmd("ccci-lock");
+    cmd.args([D, "--", "python3", "-c", &harness])
+        .arg(bin("ccci-lock"))
+        .arg(&go.path);
+    let mut run = Background::spawn(cmd);
+    let waiting = format!("== app lock: another run of {DEP} in flight");
+    run.wait_for(&waiting);
+    go.release();
+    run.wait_for(&waiting);
+    gate.release();
+    let (status, seen) = run.finish_within(PATIENCE);
+    assert!(status.success(), "{seen:?}");
+    for line in ["for-run 0", "nested 0", "harness done"] {
+        assert!(seen.iter().any(|l| l == line), "{line}: {seen:?}");
+    }
+    drop(other);
+}

@@ -97,24 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 &domain,
             ));
         }
-        // Held above us, or by a keeper of the run: there is no descriptor to pass on,
-        // and the tools below ask the kernel as we did. The variables still say which
-        // lock the command runs under — not the outer one's domain and descriptor number,
-        // which the environment carries into processes that do not have that descriptor.
-        Some(hold) => {
-            if !cli.quiet {
-                say!("== app lock: {domain} is already held by this run ({hold}) ==");
-            }
-            let file = dir.lockfile(&domain);
-            let env = [
-                (EnvVars::CCCI_LOCK_FD, OsStr::new("")),
-                (EnvVars::CCCI_LOCK_FILE, file.as_os_str()),
-                (EnvVars::CCCI_LOCK_DOMAIN, OsStr::new(domain.as_str())),
-            ];
-            let err = exec::exec(&cli.command, &env);
-            diag!(TOOL, "{err}");
-            return Ok(err.status.code());
-        }
+        Some(hold) => return Ok(exec_held_above(&cli, &dir, &domain, hold)),
         None => {}
     }
     let command = cli
@@ -122,7 +105,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let (lock, waited) = match take(&cli, &dir, &domain, command, None)? {
+    // Inside a run, what we wait for may turn out to be our own run's (a keeper of it
+    // took the domain while we waited): then run the command as if it had been so at once.
+    let ours = |hold: RunHold| exec_held_above(&cli, &dir, &domain, hold);
+    let recheck = run_top(&dir).map(|_| &ours as &dyn Fn(RunHold) -> i32);
+    let (lock, waited) = match take(&cli, &dir, &domain, command, None, recheck)? {
         Ok(taken) => taken,
         Err(not_acquired) => return Ok(not_acquired),
     };
@@ -132,6 +119,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         say!("== app lock: acquired {domain}{} ==", after(waited));
     }
     Ok(exec_holding(&cli.command, fd, &file, &domain))
+}
+
+/// Run the command under `domain`, which this run holds above us or through a keeper:
+/// there is no descriptor to pass on, and the tools below ask the kernel as we did. The
+/// variables still say which lock the command runs under — not the outer one's domain
+/// and descriptor number, which the environment carries into processes without it.
+fn exec_held_above(cli: &Cli, dir: &LockDir, domain: &Domain, hold: RunHold) -> i32 {
+    if !cli.quiet {
+        say!("== app lock: {domain} is already held by this run ({hold}) ==");
+    }
+    let file = dir.lockfile(domain);
+    let env = [
+        (EnvVars::CCCI_LOCK_FD, OsStr::new("")),
+        (EnvVars::CCCI_LOCK_FILE, file.as_os_str()),
+        (EnvVars::CCCI_LOCK_DOMAIN, OsStr::new(domain.as_str())),
+    ];
+    let err = exec::exec(&cli.command, &env);
+    diag!(TOOL, "{err}");
+    err.status.code()
 }
 
 /// `--for-run DOMAIN`: take a dependency's lock for the rest of the run we are in
@@ -186,7 +192,14 @@ fn for_run(cli: Cli) -> anyhow::Result<i32> {
         return Err(not_in_a_run());
     }
     let command = vec![TOOL.to_owned(), "--for-run".to_owned(), domain.to_string()];
-    let (lock, waited) = match take(&cli, &dir, &domain, command, Some(top))? {
+    // Nothing to keep when a sibling keeper took it meanwhile (two `--for-run D` at once).
+    let ours = |hold: RunHold| {
+        if !cli.quiet {
+            say!("== app lock: {domain} is already held by this run ({hold}) ==");
+        }
+        Exit::Success.code()
+    };
+    let (lock, waited) = match take(&cli, &dir, &domain, command, Some(top), Some(&ours))? {
         Ok(taken) => taken,
         Err(not_acquired) => return Ok(not_acquired),
     };
@@ -218,7 +231,7 @@ fn after(waited: Option<Duration>) -> String {
     })
 }
 
-/// How often a waiting keeper looks whether its run holds the domain now (see [`take`]).
+/// How often a wait inside a run looks whether the run holds the domain now (see [`take`]).
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// Take `domain`'s lock as the options say, reporting the wait; `Err(status)` when it was
@@ -229,6 +242,7 @@ fn take(
     domain: &Domain,
     command: Vec<String>,
     kept_for: Option<i32>,
+    ours: Option<&dyn Fn(RunHold) -> i32>,
 ) -> anyhow::Result<Result<(AppLock, Option<Duration>), i32>> {
     let run_id = RunId::resolve(cli.run_id.clone())?;
     let wait_env = non_empty(EnvVars::CCCI_LOCK_WAIT)
@@ -245,32 +259,30 @@ fn take(
     };
     let quiet = cli.quiet;
     let progress = cli.progress_interval;
-    // A keeper that waits looks every RECHECK whether its own run got the domain meanwhile:
-    // two `--for-run D` of one run at once both start a keeper, and the one that did not
-    // take D would otherwise wait for its sibling — for the rest of the run, which waits
-    // for it. Its waiting lines still come every --progress-interval.
-    let keeper = kept_for.is_some();
+    // Waiting inside a run (`ours`), look every RECHECK whether our own run got the domain
+    // meanwhile: a keeper of it (two `--for-run D` at once, or `--for-run D` beside
+    // `ccci-lock D -- cmd`) took it while we waited, and we would wait for our own run —
+    // for ever, as it waits for us. Then `ours` says what to do instead, and we end with
+    // its status; the flock still pending in the waiting thread goes with us (at exit, or
+    // at exec: the lockfile is close-on-exec). Waiting lines still come every
+    // --progress-interval.
+    let rechecking = ours.is_some();
     let mut next_line = progress;
     let ours_now = |event: &WaitEvent<'_>| {
-        if !keeper
-            || !matches!(
-                event,
-                WaitEvent::Blocked { .. } | WaitEvent::StillWaiting { .. }
-            )
-        {
+        let Some(ours) = ours else { return };
+        if !matches!(
+            event,
+            WaitEvent::Blocked { .. } | WaitEvent::StillWaiting { .. }
+        ) {
             return;
         }
         if let Ok(Some(hold)) = held_by_this_run(dir, domain) {
-            if !quiet {
-                say!("== app lock: {domain} is already held by this run ({hold}) ==");
-            }
-            // Nothing to keep; the flock still pending in the waiting thread goes with us.
-            std::process::exit(Exit::Success.code());
+            std::process::exit(ours(hold));
         }
     };
     let mut report_wait = |event: WaitEvent<'_>| match event {
         WaitEvent::StillWaiting { waited, .. } | WaitEvent::StillHeldUnlinked { waited, .. }
-            if keeper && waited < next_line => {}
+            if rechecking && waited < next_line => {}
         // An older build's lockfile, lockable by anyone: said even with -q.
         WaitEvent::Retired { path } => diag!(
             TOOL,
@@ -328,7 +340,7 @@ fn take(
         Wait::For(_) => format!("gave up after {}", duration::format_secs(waited)),
         _ => "not waiting".to_owned(),
     };
-    let progress = if keeper {
+    let progress = if rechecking {
         progress.min(RECHECK)
     } else {
         progress
