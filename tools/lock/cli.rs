@@ -41,7 +41,9 @@ ALREADY HELD BY THIS RUN:
   Whether the run holds a domain is asked of the kernel (/proc), never of variables: a
   descriptor of ours, one of a process above us (a Python harness does not pass
   CCCI_LOCK_FD to what it starts), or a keeper of this run. A nested `ccci-lock D --
-  CMD` of a held domain does not wait for itself: it runs CMD at once.
+  CMD` of a held domain does not wait for itself: it runs CMD at once. A wait inside a
+  run looks again every second, and ends when a keeper of this run has taken D meanwhile
+  (two threads of a harness asking for D at once).
 
 EXIT STATUS:
   the command's own   the command ran (killed by signal N: the shell shows 128+N)
