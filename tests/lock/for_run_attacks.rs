@@ -213,3 +213,36 @@ sys.stderr.write("harness done\n")
     }
     drop(other);
 }
+
+/// The harness is killed while its `--for-run DEP` waits for another run: the starter
+/// lives on (nothing killed it) and so does its keeper. The keeper must give up within
+/// its recheck instead of taking DEP, later, for a run that is over.
+#[test]
+fn a_keeper_whose_run_ended_while_it_waited_gives_up() {
+    let sb = Sandbox::new();
+    let gate = sb.fifo("gate");
+    let other = hold_until(&sb, DEP, &gate);
+    let harness = format!(
+        r#"
+import subprocess, sys
+subprocess.Popen([sys.argv[1], "--for-run", "{DEP}"], stdout=subprocess.PIPE)
+open(sys.argv[2]).read()
+"#
+    );
+    let stop = sb.fifo("stop");
+    let mut cmd = sb.cmd("ccci-lock");
+    cmd.args([D, "--", "python3", "-c", &harness])
+        .arg(bin("ccci-lock"))
+        .arg(&stop.path);
+    let mut run = Background::spawn(cmd);
+    run.wait_for(&format!("== app lock: another run of {DEP} in flight"));
+    // ccci-lock exec'd the harness: its pid is the run's top.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let line = run.wait_for("ended while waiting for");
+    assert!(line.contains("not taking it"), "{line}");
+    drop(other);
+}

@@ -279,6 +279,15 @@ fn take(
         if let Ok(Some(hold)) = held_by_this_run(dir, domain) {
             std::process::exit(ours(hold));
         }
+        // A keeper whose run ended while it waited (the harness was killed; its starter
+        // lives on, orphaned) has nobody to keep the lock for: it must not take it.
+        if let Some(top) = kept_for.filter(|&top| run_top(dir) != Some(top)) {
+            diag!(
+                TOOL,
+                "the run (pid {top}) ended while waiting for {domain} — not taking it"
+            );
+            std::process::exit(Exit::ToolFailed.code());
+        }
     };
     let mut report_wait = |event: WaitEvent<'_>| match event {
         WaitEvent::StillWaiting { waited, .. } | WaitEvent::StillHeldUnlinked { waited, .. }
