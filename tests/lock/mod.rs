@@ -4,6 +4,7 @@ mod adversary;
 mod btrfs;
 mod contention;
 mod for_run;
+mod for_run_attacks;
 mod owner;
 mod race;
 mod run;

@@ -41,7 +41,9 @@ ALREADY HELD BY THIS RUN:
   Whether the run holds a domain is asked of the kernel (/proc), never of variables: a
   descriptor of ours, one of a process above us (a Python harness does not pass
   CCCI_LOCK_FD to what it starts), or a keeper of this run. A nested `ccci-lock D --
-  CMD` of a held domain does not wait for itself: it runs CMD at once.
+  CMD` of a held domain does not wait for itself: it runs CMD at once. A wait inside a
+  run looks again every second, and ends when a keeper of this run has taken D meanwhile
+  (two threads of a harness asking for D at once).
 
 EXIT STATUS:
   the command's own   the command ran (killed by signal N: the shell shows 128+N)
@@ -58,8 +60,8 @@ ENVIRONMENT:
                       the run also holds <dir>/cc-ci-app-<DOMAIN>.lock, after its own
                       lock, waiting for a run of the old layer as for any other run
   CCCI_RUN_ID         the run id recorded for the holder, else DRONE_BUILD_NUMBER
-  Set for the command: CCCI_LOCK_FD (the descriptor holding the lock: never unlock it),
-  CCCI_LOCK_FILE, CCCI_LOCK_DOMAIN.";
+  Set for the command: CCCI_LOCK_FD (the descriptor holding the lock: never unlock it;
+  empty when the lock is held above us or kept for the run), CCCI_LOCK_FILE, CCCI_LOCK_DOMAIN.";
 
 /// Run a command while holding an app domain's lock, one run per domain at a time.
 #[derive(Parser, Debug)]

@@ -98,16 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 &domain,
             ));
         }
-        // Held above us, or by a keeper of the run: there is no descriptor to pass on,
-        // and the tools below ask the kernel as we did.
-        Some(hold) => {
-            if !cli.quiet {
-                say!("== app lock: {domain} is already held by this run ({hold}) ==");
-            }
-            let err = exec::exec(&cli.command, &[]);
-            diag!(TOOL, "{err}");
-            return Ok(err.status.code());
-        }
+        Some(hold) => return Ok(exec_held_above(&cli, &dir, &domain, hold)),
         None => {}
     }
     let command = cli
@@ -115,7 +106,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let (lock, waited) = match take(&cli, &dir, &domain, command, None)? {
+    // Inside a run, what we wait for may turn out to be our own run's (a keeper of it
+    // took the domain while we waited): then run the command as if it had been so at once.
+    let ours = |hold: RunHold| exec_held_above(&cli, &dir, &domain, hold);
+    let recheck = run_top(&dir).map(|_| &ours as &dyn Fn(RunHold) -> i32);
+    let (lock, waited) = match take(&cli, &dir, &domain, command, None, recheck)? {
         Ok(taken) => taken,
         Err(not_acquired) => return Ok(not_acquired),
     };
@@ -125,6 +120,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         say!("== app lock: acquired {domain}{} ==", after(waited));
     }
     Ok(exec_holding(&cli.command, fd, &file, &domain))
+}
+
+/// Run the command under `domain`, which this run holds above us or through a keeper:
+/// there is no descriptor to pass on, and the tools below ask the kernel as we did. The
+/// variables still say which lock the command runs under — not the outer one's domain
+/// and descriptor number, which the environment carries into processes without it.
+fn exec_held_above(cli: &Cli, dir: &LockDir, domain: &Domain, hold: RunHold) -> i32 {
+    if !cli.quiet {
+        say!("== app lock: {domain} is already held by this run ({hold}) ==");
+    }
+    let file = dir.lockfile(domain);
+    let env = [
+        (EnvVars::CCCI_LOCK_FD, OsStr::new("")),
+        (EnvVars::CCCI_LOCK_FILE, file.as_os_str()),
+        (EnvVars::CCCI_LOCK_DOMAIN, OsStr::new(domain.as_str())),
+    ];
+    let err = exec::exec(&cli.command, &env);
+    diag!(TOOL, "{err}");
+    err.status.code()
 }
 
 /// `--for-run DOMAIN`: take a dependency's lock for the rest of the run we are in
@@ -179,7 +193,14 @@ fn for_run(cli: Cli) -> anyhow::Result<i32> {
         return Err(not_in_a_run());
     }
     let command = vec![TOOL.to_owned(), "--for-run".to_owned(), domain.to_string()];
-    let (lock, waited) = match take(&cli, &dir, &domain, command, Some(top))? {
+    // Nothing to keep when a sibling keeper took it meanwhile (two `--for-run D` at once).
+    let ours = |hold: RunHold| {
+        if !cli.quiet {
+            say!("== app lock: {domain} is already held by this run ({hold}) ==");
+        }
+        Exit::Success.code()
+    };
+    let (lock, waited) = match take(&cli, &dir, &domain, command, Some(top), Some(&ours))? {
         Ok(taken) => taken,
         Err(not_acquired) => return Ok(not_acquired),
     };
@@ -211,6 +232,9 @@ fn after(waited: Option<Duration>) -> String {
     })
 }
 
+/// How often a wait inside a run looks whether the run holds the domain now (see [`take`]).
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// Take `domain`'s lock as the options say, reporting the wait; `Err(status)` when it was
 /// not acquired (`-n`, `-w`), after saying who holds it.
 fn take(
@@ -219,6 +243,7 @@ fn take(
     domain: &Domain,
     command: Vec<String>,
     kept_for: Option<i32>,
+    ours: Option<&dyn Fn(RunHold) -> i32>,
 ) -> anyhow::Result<Result<(AppLock, Option<Duration>), i32>> {
     let run_id = RunId::resolve(cli.run_id.clone())?;
     let wait_env = non_empty(EnvVars::CCCI_LOCK_WAIT)
@@ -234,7 +259,40 @@ fn take(
         None => Wait::Forever,
     };
     let quiet = cli.quiet;
-    let mut report = |event: WaitEvent<'_>| match event {
+    let progress = cli.progress_interval;
+    // Waiting inside a run (`ours`), look every RECHECK whether our own run got the domain
+    // meanwhile: a keeper of it (two `--for-run D` at once, or `--for-run D` beside
+    // `ccci-lock D -- cmd`) took it while we waited, and we would wait for our own run —
+    // for ever, as it waits for us. Then `ours` says what to do instead, and we end with
+    // its status; the flock still pending in the waiting thread goes with us (at exit, or
+    // at exec: the lockfile is close-on-exec). Waiting lines still come every
+    // --progress-interval.
+    let rechecking = ours.is_some();
+    let mut next_line = progress;
+    let ours_now = |event: &WaitEvent<'_>| {
+        let Some(ours) = ours else { return };
+        if !matches!(
+            event,
+            WaitEvent::Blocked { .. } | WaitEvent::StillWaiting { .. }
+        ) {
+            return;
+        }
+        if let Ok(Some(hold)) = held_by_this_run(dir, domain) {
+            std::process::exit(ours(hold));
+        }
+        // A keeper whose run ended while it waited (the harness was killed; its starter
+        // lives on, orphaned) has nobody to keep the lock for: it must not take it.
+        if let Some(top) = kept_for.filter(|&top| run_top(dir) != Some(top)) {
+            diag!(
+                TOOL,
+                "the run (pid {top}) ended while waiting for {domain} — not taking it"
+            );
+            std::process::exit(Exit::ToolFailed.code());
+        }
+    };
+    let mut report_wait = |event: WaitEvent<'_>| match event {
+        WaitEvent::StillWaiting { waited, .. } | WaitEvent::StillHeldUnlinked { waited, .. }
+            if rechecking && waited < next_line => {}
         // An older build's lockfile, lockable by anyone: said even with -q.
         WaitEvent::Retired { path } => diag!(
             TOOL,
@@ -251,11 +309,14 @@ fn take(
             "== app lock: another run of {domain} in flight ({}) — waiting ==",
             describe(holder, true)
         ),
-        WaitEvent::StillWaiting { waited, holder } => say!(
-            "== app lock: still waiting for {domain} after {} ({}) ==",
-            duration::format(waited),
-            describe(holder, false)
-        ),
+        WaitEvent::StillWaiting { waited, holder } => {
+            next_line = waited + progress;
+            say!(
+                "== app lock: still waiting for {domain} after {} ({}) ==",
+                duration::format(waited),
+                describe(holder, false)
+            )
+        }
         WaitEvent::Replaced { path, inode } => diag!(
             TOOL,
             "{} was unlinked while we waited on it (inode {inode}) — reopening",
@@ -265,11 +326,18 @@ fn take(
             "== app lock: {domain} is also held by {} through a lockfile that was removed by hand — waiting for it to end ==",
             who(holders)
         ),
-        WaitEvent::StillHeldUnlinked { waited, holders } => say!(
-            "== app lock: still waiting for {domain} after {} (held by {} through a removed lockfile) ==",
-            duration::format(waited),
-            who(holders)
-        ),
+        WaitEvent::StillHeldUnlinked { waited, holders } => {
+            next_line = waited + progress;
+            say!(
+                "== app lock: still waiting for {domain} after {} (held by {} through a removed lockfile) ==",
+                duration::format(waited),
+                who(holders)
+            )
+        }
+    };
+    let mut report = |event: WaitEvent<'_>| {
+        ours_now(&event);
+        report_wait(event)
     };
     let mut holder = Holder::new_for_this_process(
         Some(domain.as_str()),
@@ -282,7 +350,11 @@ fn take(
         Wait::For(_) => format!("gave up after {}", duration::format_secs(waited)),
         _ => "not waiting".to_owned(),
     };
-    let progress = cli.progress_interval;
+    let progress = if rechecking {
+        progress.min(RECHECK)
+    } else {
+        progress
+    };
     let conflict = i32::from(cli.conflict_exit_code);
     let start = std::time::Instant::now();
     let (lock, waited) = match AppLock::acquire(dir, domain, wait, progress, &holder, &mut report)?

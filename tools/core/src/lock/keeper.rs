@@ -45,12 +45,30 @@ pub fn start(program: &std::path::Path, args: &[OsString]) -> io::Result<Started
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+    let starter = std::process::id() as libc::pid_t;
+    // SAFETY: prctl(2), getppid(2) and close_range(2) are async-signal-safe; nothing else runs between
+    // fork and exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            // A starter killed between fork and prctl sent no signal: the keeper would
+            // live on, reparented, and take the lock for a run that saw --for-run fail.
+            // (ESRCH: no allocation between fork and exec.)
+            if libc::getppid() != starter {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            // Nothing the starter was given beyond 0-2 goes on into a process that lives
+            // as long as the run: a pipe passed down would see its end only then, and
+            // whoever reads it to its end would wait that long. The keeper opens what it
+            // needs itself. (Linux >= 5.11; on an older kernel they are inherited.)
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }

@@ -38,7 +38,7 @@ pub enum RunHold {
     Own { fd: RawFd },
     /// Through a descriptor of an ancestor, `pid`.
     Ancestor { pid: i32 },
-    /// Through a keeper, `keeper`, kept for the run whose top is our ancestor `top`.
+    /// Through a keeper, `keeper`, kept for the run whose top ([`run_top`]) is ours, `top`.
     Kept { keeper: i32, top: i32 },
 }
 
@@ -69,10 +69,16 @@ pub fn held_by_this_run(dir: &LockDir, domain: &Domain) -> io::Result<Option<Run
     if let Some(&pid) = above.iter().find(|&&pid| holds(pid, file)) {
         return Ok(Some(RunHold::Ancestor { pid }));
     }
+    // A keeper pins the top of the run it keeps for, not just any process: a holder with a
+    // pidfd of some ancestor of ours (a supervisor above the run, or above a caller that is
+    // in no run) keeps nothing for us.
+    let Some(our_top) = run_top(dir) else {
+        return Ok(None);
+    };
     let table = LockTable::load()?;
     Ok(table.holders(&named).into_iter().find_map(|keeper| {
         let top = kept_for(keeper)?;
-        (above.contains(&top) && holds(keeper, file)).then_some(RunHold::Kept { keeper, top })
+        (top == our_top && holds(keeper, file)).then_some(RunHold::Kept { keeper, top })
     }))
 }
 
