@@ -270,6 +270,35 @@ fn run_id_falls_back_to_drone_then_to_a_manual_id() {
     );
 }
 
+/// docs/environment.md: a variable set to the empty string counts as unset — clap's
+/// `env =` alone would take the empty value (an empty path, an empty run id).
+#[test]
+fn empty_variables_count_as_unset() {
+    let sb = Sandbox::new();
+    let home = sb.path("home");
+    fs::create_dir_all(home.join(".abra/servers")).unwrap();
+    let out = sb
+        .assert("ccci-rundir")
+        .env("CCCI_RUN_ID", "")
+        .env("DRONE_BUILD_NUMBER", "281")
+        .env("CCCI_CANONICAL_ABRA_DIR", "")
+        .env("HOME", &home)
+        .args(["--print", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let vars: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(vars["CCCI_RUN_ID"], "281", "{vars}");
+    let run_dir = sb.runs_dir().join("281");
+    assert_eq!(vars["CCCI_RUN_DIR"], run_dir.to_str().unwrap(), "{vars}");
+    assert_eq!(
+        fs::read_link(run_dir.join("abra/servers")).unwrap(),
+        home.join(".abra/servers")
+    );
+}
+
 #[test]
 fn print_is_shell_evaluable_even_for_awkward_paths_and_json() {
     let sb = Sandbox::new();

@@ -75,7 +75,7 @@ fn domain_arg(s: &str) -> Result<Domain, Failure> {
 /// The lock rule: up and down run only while holding DOMAIN's app lock, so a deploy can
 /// never be counted or made before the lock is taken.
 fn require_lock(domain: &Domain) -> Result<(), Failure> {
-    match runlocks::held_by_this_run(&LockDir::resolve(None), domain) {
+    match runlocks::held_by_this_run(&LockDir::from_env(), domain) {
         Ok(Some(_)) => {
             runlocks::keep_locks_from_children();
             Ok(())
@@ -325,7 +325,7 @@ fn down(domain: &Domain, timeout: Duration, verify: bool) -> Result<Exit, Failur
         docker: &docker,
         domain,
         known: BTreeSet::new(),
-        lock_dir: Some(LockDir::resolve(None)),
+        lock_dir: Some(LockDir::from_env()),
         servers_dir: servers,
         timeout,
     };
@@ -355,7 +355,7 @@ fn status(domain: &Domain, json: bool) -> Result<Exit, Failure> {
     let mut known = inventory.labelled_stacks();
     known.extend(ccci_core::deploy::teardown::known_stacks(
         &servers,
-        Some(&LockDir::resolve(None)),
+        Some(&LockDir::from_env()),
     ));
     let stack = domain.stack_name();
     let res: StackResources = inventory.of(&stack, &known);

@@ -29,11 +29,11 @@ EXIT STATUS:
   69  docker is unreachable: nothing was touched
 
 ENVIRONMENT:
-  CCCI_APP_LOCK_DIR        the lock dir (default /run/lock/cc-ci)
+  CCCI_APP_LOCK_DIR        the lock dir (like --lock-dir)
   CCCI_LEGACY_LOCK_DIR     while switching from the old layer, its lock dir (/run/lock):
                            a domain whose old lockfile there is held is a live run too
                            (left); a reap holds both locks and unlinks both lockfiles
-  CCCI_CANONICAL_ABRA_DIR  the host's abra tree (default $HOME/.abra)
+  CCCI_CANONICAL_ABRA_DIR  the host's abra tree (like --abra-dir)
   CCCI_RUN_APP_RE          like --run-app-re
   CCCI_PROTECT_RE          like --protect-re
   CCCI_DOCKER              the docker executable (default docker)";
@@ -54,11 +54,11 @@ pub(crate) struct Cli {
     /// Also write Prometheus textfile metrics here (atomically)
     #[arg(long, value_name = "FILE")]
     pub(crate) metrics_file: Option<PathBuf>,
-    /// Directory of the app lockfiles [env: CCCI_APP_LOCK_DIR] [default: /run/lock/cc-ci]
-    #[arg(long, value_name = "DIR")]
-    pub(crate) lock_dir: Option<PathBuf>,
-    /// The canonical abra tree [env: CCCI_CANONICAL_ABRA_DIR] [default: $HOME/.abra]
-    #[arg(long, value_name = "DIR")]
+    /// Directory of the app lockfiles
+    #[arg(long, value_name = "DIR", env = EnvVars::CCCI_APP_LOCK_DIR, default_value = defaults::APP_LOCK_DIR)]
+    pub(crate) lock_dir: PathBuf,
+    /// The canonical abra tree (unset: $HOME/.abra)
+    #[arg(long, value_name = "DIR", env = EnvVars::CCCI_CANONICAL_ABRA_DIR)]
     pub(crate) abra_dir: Option<PathBuf>,
     /// Allowlist: domains of ephemeral run apps
     #[arg(long, value_name = "RE", env = EnvVars::CCCI_RUN_APP_RE, default_value = defaults::RUN_APP_RE)]

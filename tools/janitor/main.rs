@@ -37,7 +37,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     };
     let run_app_re = regex(&cli.run_app_re, "--run-app-re", EnvVars::CCCI_RUN_APP_RE)?;
     let protect_re = regex(&cli.protect_re, "--protect-re", EnvVars::CCCI_PROTECT_RE)?;
-    let lock_dir = LockDir::resolve(cli.lock_dir);
+    let lock_dir = LockDir::at(cli.lock_dir);
     let abra_dir = canonical_abra_dir(cli.abra_dir)
         .map_err(anyhow::Error::msg)
         .or_exit(Exit::Usage)?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ccci_core::cli::duration_arg;
+use ccci_core::env::{EnvVars, defaults};
 use ccci_core::exit::Exit;
 use clap::Parser;
 
@@ -54,12 +55,13 @@ EXIT STATUS:
   --status: 0; with exactly one DOMAIN, 0 if it is free and 1 if it is held.
 
 ENVIRONMENT:
-  CCCI_APP_LOCK_DIR   the lock dir (default /run/lock/cc-ci)
+  CCCI_APP_LOCK_DIR   the lock dir (like --lock-dir)
   CCCI_LOCK_WAIT      like --wait
   CCCI_LEGACY_LOCK_DIR  while switching from the old layer, its lock dir (/run/lock):
                       the run also holds <dir>/cc-ci-app-<DOMAIN>.lock, after its own
                       lock, waiting for a run of the old layer as for any other run
-  CCCI_RUN_ID         the run id recorded for the holder, else DRONE_BUILD_NUMBER
+  CCCI_RUN_ID         the run id recorded for the holder (like --run-id)
+  DRONE_BUILD_NUMBER  the run id when neither is set
   Set for the command: CCCI_LOCK_FD (the descriptor holding the lock: never unlock it;
   empty when the lock is held above us or kept for the run), CCCI_LOCK_FILE, CCCI_LOCK_DOMAIN.";
 
@@ -72,9 +74,9 @@ ENVIRONMENT:
     after_help = AFTER_HELP
 )]
 pub(crate) struct Cli {
-    /// Directory of the app lockfiles [env: CCCI_APP_LOCK_DIR] [default: /run/lock/cc-ci]
-    #[arg(long, value_name = "DIR")]
-    pub(crate) lock_dir: Option<PathBuf>,
+    /// Directory of the app lockfiles
+    #[arg(long, value_name = "DIR", env = EnvVars::CCCI_APP_LOCK_DIR, default_value = defaults::APP_LOCK_DIR)]
+    pub(crate) lock_dir: PathBuf,
 
     /// Fail at once (status 75) if another run holds the domain
     #[arg(short = 'n', long)]
@@ -88,8 +90,8 @@ pub(crate) struct Cli {
     #[arg(short = 'E', long, value_name = "N", default_value_t = Exit::Conflict.code() as u8)]
     pub(crate) conflict_exit_code: u8,
 
-    /// Run id recorded in the holder metadata [env: CCCI_RUN_ID, then DRONE_BUILD_NUMBER]
-    #[arg(long, value_name = "ID")]
+    /// Run id recorded in the holder metadata (unset: DRONE_BUILD_NUMBER)
+    #[arg(long, value_name = "ID", env = EnvVars::CCCI_RUN_ID)]
     pub(crate) run_id: Option<OsString>,
 
     /// How often to repeat the waiting line while blocked

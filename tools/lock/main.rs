@@ -50,7 +50,7 @@ fn status(cli: &Cli) -> anyhow::Result<i32> {
         .iter()
         .map(|d| Domain::parse_os(d))
         .collect::<Result<Vec<_>, _>>()?;
-    let dir = LockDir::resolve(cli.lock_dir.clone());
+    let dir = LockDir::at(cli.lock_dir.clone());
     if !dir.check_existing()? {
         diag!(
             TOOL,
@@ -80,7 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             "no command given after `--` (usage: ccci-lock [OPTIONS] <DOMAIN> -- <COMMAND>...)"
         );
     }
-    let dir = LockDir::resolve(cli.lock_dir.clone());
+    let dir = LockDir::at(cli.lock_dir.clone());
     dir.ensure()?;
     // Nested in a run that holds the domain already: waiting would be waiting for
     // ourselves, forever.
@@ -149,7 +149,7 @@ fn for_run(cli: Cli) -> anyhow::Result<i32> {
     if !cli.command.is_empty() {
         anyhow::bail!("--for-run takes no command: the lock is kept until the run ends");
     }
-    let dir = LockDir::resolve(cli.lock_dir.clone());
+    let dir = LockDir::at(cli.lock_dir.clone());
     dir.ensure()?;
     let not_in_a_run = || {
         anyhow::anyhow!(
@@ -245,7 +245,7 @@ fn take(
     kept_for: Option<i32>,
     ours: Option<&dyn Fn(RunHold) -> i32>,
 ) -> anyhow::Result<Result<(AppLock, Option<Duration>), i32>> {
-    let run_id = RunId::resolve(cli.run_id.clone())?;
+    let run_id = RunId::or_drone_build(cli.run_id.clone())?;
     let wait_env = non_empty(EnvVars::CCCI_LOCK_WAIT)
         .map(|v| {
             duration::parse(&v.to_string_lossy())

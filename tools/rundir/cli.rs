@@ -34,9 +34,10 @@ EXIT STATUS:
   gc: 0 done, 1 a removal failed, 125 usage.
 
 ENVIRONMENT:
-  CCCI_RUN_ID, then DRONE_BUILD_NUMBER   the run id (else manual-<unix-seconds>-<pid>)
-  CCCI_RUNS_DIR                          the runs dir (default /var/lib/cc-ci-runs)
-  CCCI_CANONICAL_ABRA_DIR                the host's abra tree (default $HOME/.abra)";
+  CCCI_RUN_ID              the run id (like --run-id)
+  DRONE_BUILD_NUMBER       the run id when neither is set
+  CCCI_RUNS_DIR            the runs dir (like --runs-dir)
+  CCCI_CANONICAL_ABRA_DIR  the host's abra tree (like --abra-dir)";
 
 /// Run a command in its own run directory: a private abra tree and state files.
 #[derive(Parser, Debug)]
@@ -48,15 +49,15 @@ ENVIRONMENT:
     args_conflicts_with_subcommands = true
 )]
 pub(crate) struct Cli {
-    /// This run's id [env: CCCI_RUN_ID, then DRONE_BUILD_NUMBER; default: manual-<unix-seconds>-<pid>]
-    #[arg(long, value_name = "ID")]
+    /// This run's id (unset: DRONE_BUILD_NUMBER, else manual-<unix-seconds>-<pid>)
+    #[arg(long, value_name = "ID", env = EnvVars::CCCI_RUN_ID)]
     pub(crate) run_id: Option<OsString>,
 
     #[command(flatten)]
     pub(crate) runs: RunsDirArg,
 
-    /// The host's shared abra tree [env: CCCI_CANONICAL_ABRA_DIR; default: $HOME/.abra]
-    #[arg(long, value_name = "DIR")]
+    /// The host's shared abra tree (unset: $HOME/.abra)
+    #[arg(long, value_name = "DIR", env = EnvVars::CCCI_CANONICAL_ABRA_DIR)]
     pub(crate) abra_dir: Option<PathBuf>,
 
     /// Lay out the run dir and print its variables (KEY='VALUE' lines) instead of running a command

@@ -83,7 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             false => "no command given after `--` (usage: ccci-rundir [OPTIONS] -- <COMMAND>...)",
         });
     }
-    let id = match RunId::resolve(cli.run_id)? {
+    let id = match RunId::or_drone_build(cli.run_id)? {
         Some(id) => id,
         None => RunId::parse(&manual_run_id())?,
     };

@@ -69,22 +69,24 @@ pub mod defaults {
     pub const DOMAIN_SUFFIX: &str = "ci.commoninternet.net";
 }
 
-/// The host's canonical abra tree: `option` (an `--abra-dir`), else
-/// `CCCI_CANONICAL_ABRA_DIR`, else `$HOME/.abra`; an error naming the variable when
+/// The host's canonical abra tree: `given` (from `--abra-dir` or, through clap's `env =`,
+/// `CCCI_CANONICAL_ABRA_DIR`), else `$HOME/.abra`; an error naming the variable when
 /// there is no `HOME` either.
-pub fn canonical_abra_dir(
-    option: Option<std::path::PathBuf>,
-) -> Result<std::path::PathBuf, String> {
-    use std::path::PathBuf;
-    option
-        .or_else(|| non_empty(EnvVars::CCCI_CANONICAL_ABRA_DIR).map(PathBuf::from))
-        .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".abra")))
+pub fn canonical_abra_dir(given: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, String> {
+    given
+        .or_else(|| non_empty("HOME").map(|home| std::path::PathBuf::from(home).join(".abra")))
         .ok_or_else(|| {
             format!(
                 "HOME is not set: set {} to the host's abra tree",
                 EnvVars::CCCI_CANONICAL_ABRA_DIR
             )
         })
+}
+
+/// As [`canonical_abra_dir`], for a tool without `--abra-dir` (ccci-deploy): the one
+/// place `CCCI_CANONICAL_ABRA_DIR` is read by hand.
+pub fn canonical_abra_dir_from_env() -> Result<std::path::PathBuf, String> {
+    canonical_abra_dir(non_empty(EnvVars::CCCI_CANONICAL_ABRA_DIR).map(Into::into))
 }
 
 /// The value of `name`, with an empty value counted as unset (a Drone step that writes

@@ -72,7 +72,7 @@ pub fn deploys(count_file: &Path, domain: Option<&Domain>) -> io::Result<usize> 
 pub fn abra_dir() -> Option<PathBuf> {
     non_empty(EnvVars::ABRA_DIR)
         .map(PathBuf::from)
-        .or_else(|| crate::env::canonical_abra_dir(None).ok())
+        .or_else(|| crate::env::canonical_abra_dir_from_env().ok())
 }
 
 /// The swarm secrets an app's `.env` says it uses, `<stack>_<name>_<version>`: one per

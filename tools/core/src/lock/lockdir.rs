@@ -35,14 +35,21 @@ impl LockDir {
         }
     }
 
-    /// The lock dir every tool uses: `option` (a `--lock-dir`), else `CCCI_APP_LOCK_DIR`
-    /// (empty counts as unset), else the default — made absolute, since `CCCI_LOCK_FILE`
-    /// must stay right after the command changes directory.
-    pub fn resolve(option: Option<PathBuf>) -> LockDir {
-        let path = option
-            .or_else(|| crate::env::non_empty(EnvVars::CCCI_APP_LOCK_DIR).map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(crate::env::defaults::APP_LOCK_DIR));
+    /// The lock dir at `path` (from `--lock-dir`, or clap's `env =` and default), made
+    /// absolute, since `CCCI_LOCK_FILE` must stay right after the command changes
+    /// directory.
+    pub fn at(path: PathBuf) -> LockDir {
         LockDir::new(std::path::absolute(&path).unwrap_or(path))
+    }
+
+    /// As [`at`](Self::at), for a tool without `--lock-dir` (ccci-deploy):
+    /// `CCCI_APP_LOCK_DIR` (empty counts as unset), else the default — the one place the
+    /// variable is read by hand.
+    pub fn from_env() -> LockDir {
+        LockDir::at(
+            crate::env::non_empty(EnvVars::CCCI_APP_LOCK_DIR)
+                .map_or_else(|| crate::env::defaults::APP_LOCK_DIR.into(), PathBuf::from),
+        )
     }
 
     pub fn path(&self) -> &Path {

@@ -43,12 +43,12 @@ impl RunId {
         })?)
     }
 
-    /// The run id a tool uses: `option` (a `--run-id`), else `CCCI_RUN_ID`, else Drone's
-    /// `DRONE_BUILD_NUMBER` (empty values count as unset); `None` when there is none.
-    pub fn resolve(option: Option<std::ffi::OsString>) -> Result<Option<RunId>, RunIdError> {
+    /// The run id a tool uses: `given` (from `--run-id` or, through clap's `env =`,
+    /// `CCCI_RUN_ID`), else Drone's `DRONE_BUILD_NUMBER` (empty counts as unset); `None`
+    /// when there is none. clap binds one variable to an option, so the fallback is here.
+    pub fn or_drone_build(given: Option<std::ffi::OsString>) -> Result<Option<RunId>, RunIdError> {
         use crate::env::{EnvVars, non_empty};
-        option
-            .or_else(|| non_empty(EnvVars::CCCI_RUN_ID))
+        given
             .or_else(|| non_empty(EnvVars::DRONE_BUILD_NUMBER))
             .map(|id| RunId::parse_os(&id))
             .transpose()
