@@ -1,9 +1,12 @@
 //! The app lock: one run per app domain (`docs/lock.md`).
 //!
-//! [`applock`] is the protocol every tool takes a lock through; [`lockdir`] is where the
-//! lockfiles are; [`lockowner`] keeps them lockable only by their owner; [`holder`] is
-//! what a holder writes into its lockfile; [`proclocks`] is what the kernel says about
-//! who holds a flock; [`lockstatus`] reports locks without taking them; [`runlocks`] says
+//! [`applock`] is the protocol every tool takes a lock through (a folder: the run's
+//! protocol, steps 2–4 on any lockfile, waiting, opening and identity, the read-only
+//! probe, who holds a domain already); [`lockdir`] is where the lockfiles are;
+//! [`lockowner`] keeps them lockable only by their owner; [`holder`] is what a holder
+//! writes into its lockfile; [`proclocks`] is what the kernel says about who holds a
+//! flock (a folder: `/proc/locks`, fdinfo, `/proc/*/fd`, device names, lockfiles removed
+//! by hand); [`lockstatus`] reports locks without taking them; [`runlocks`] says
 //! which locks the run we are in holds (own, above us, or kept); [`keeper`] keeps a
 //! dependency's lock for the rest of a run; [`legacy`] is the old layer's lockfile,
 //! honoured while a host switches to ccci.

@@ -1,16 +1,6 @@
-//! Who the kernel says holds a flock: `/proc/locks` (proc(5)).
-//!
-//! Holder metadata is only what the last holder wrote: after it exits the file keeps it,
-//! so a lock taken since by `flock(1)` (which writes nothing) would be reported under a
-//! dead pid. The kernel's lock table names the process that placed each lock, and for a
-//! `ccci-lock` holder that is the command's pid too (exec keeps the pid). Lines look like
-//!
-//! ```text
-//! 1: FLOCK  ADVISORY  WRITE 4242 fe:00:10010679 0 EOF
-//! 1: -> FLOCK  ADVISORY  WRITE 4300 fe:00:10010679 0 EOF
-//! ```
-//!
-//! where `->` marks a blocked request and the device is `major:minor` in hex.
+//! Lockfiles removed (or moved) by hand while held: the flocks on the lock dir's device
+//! whose inode no entry of the dir has, and the processes that hold them through a
+//! descriptor still open on them (`/proc/<pid>/fd`).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -20,69 +10,11 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// The granted flocks of the whole host, read once: a janitor pass over thousands of
-/// lockfiles asks about each, and re-reading the table every time would cost
-/// O(locks²).
-#[derive(Debug, Default)]
-pub struct LockTable {
-    holders: HashMap<(String, u64), Vec<i32>>,
-}
+use super::device::{DirId, dev_key, learn_device};
+use super::open_by::{OpenBy, all_pids, out_of_sight};
+use super::table::LockTable;
 
 impl LockTable {
-    /// `None` when the table cannot be read (then the metadata is all there is): for
-    /// naming holders to people, never for deciding that nobody holds a lock.
-    pub fn read() -> Option<LockTable> {
-        LockTable::load().ok()
-    }
-
-    /// The table, or why it cannot be read (`EMFILE` under a low `ulimit -n`): for
-    /// decisions, where "cannot tell" must never pass for "nobody".
-    pub fn load() -> io::Result<LockTable> {
-        fs::read_to_string("/proc/locks")
-            .map(|t| LockTable::parse(&t))
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot read /proc/locks: {e}")))
-    }
-
-    fn parse(table: &str) -> LockTable {
-        let mut holders: HashMap<(String, u64), Vec<i32>> = HashMap::new();
-        for line in table.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // id, FLOCK, ADVISORY, type, pid, maj:min:ino, ... (blocked requests: `->`)
-            if let [_, "FLOCK", _, _, pid, file, ..] = fields.as_slice() {
-                let (Ok(pid), Some((dev, ino))) = (pid.parse(), file.rsplit_once(':')) else {
-                    continue;
-                };
-                let Ok(ino) = ino.parse() else { continue };
-                holders.entry((dev.to_owned(), ino)).or_default().push(pid);
-            }
-        }
-        LockTable { holders }
-    }
-
-    /// The pids holding a granted flock on the file `meta` describes.
-    pub fn holders(&self, meta: &fs::Metadata) -> Vec<i32> {
-        self.holders_of(meta.dev(), meta.ino())
-    }
-
-    fn holders_of(&self, dev: u64, ino: u64) -> Vec<i32> {
-        self.holders
-            .get(&(dev_key(dev), ino))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// This table without the flocks that an open file description of this process holds
-    /// (`/proc/self/fdinfo`): whoever else holds those shares that description with us —
-    /// our own run (a parent that passed us its descriptor, or our own lock) — and is
-    /// never someone to wait for.
-    pub fn without_our_own(mut self) -> io::Result<LockTable> {
-        for (_, (dev, ino)) in our_exclusive_flocks()? {
-            // Already as the table names it (from fdinfo): no translation.
-            self.holders.remove(&(table_key(dev), ino));
-        }
-        Ok(self)
-    }
-
     /// Files of `dir` that were unlinked while someone held a flock on them: each one's
     /// name, with the processes that hold it through a descriptor still open on it.
     ///
@@ -227,77 +159,6 @@ pub struct Scan {
 pub struct Untraced {
     pub ino: u64,
     pub pids: Vec<i32>,
-}
-
-/// `/proc/locks` names a device as `major:minor` in hex — the filesystem's own device,
-/// which is not always the `st_dev` that `stat` gives: btrfs gives each subvolume a
-/// device of its own. So a device [`learn_device`] found to differ is translated.
-fn dev_key(dev: u64) -> String {
-    let dev = DEVICES
-        .lock()
-        .ok()
-        .and_then(|known| known.as_ref()?.get(&dev).copied())
-        .unwrap_or(dev);
-    table_key(dev)
-}
-
-/// A device as the lock table writes it.
-fn table_key(dev: u64) -> String {
-    format!(
-        "{:02x}:{:02x}",
-        nix::sys::stat::major(dev),
-        nix::sys::stat::minor(dev)
-    )
-}
-
-/// `stat`'s device → the lock table's, where they differ (see [`learn_device`]).
-static DEVICES: std::sync::Mutex<Option<HashMap<u64, u64>>> = std::sync::Mutex::new(None);
-
-/// Learn how the kernel's lock table names the filesystem `dir` is on: take a shared
-/// flock on the directory itself for an instant and read, in our own fdinfo, the device
-/// the kernel gives it. Call it for the lock dir and the runs dir before asking the table
-/// about files in them. Nothing is learnt (nothing to translate) when it cannot be told.
-pub fn learn_device(dir: &Path) {
-    let Ok(file) = fs::File::open(dir) else {
-        return;
-    };
-    let (Ok(meta), Ok(())) = (file.metadata(), file.try_lock_shared()) else {
-        return;
-    };
-    use std::os::fd::AsRawFd;
-    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()));
-    let Some((table_dev, _)) = info.ok().and_then(|i| any_flock_in_fdinfo(&i)) else {
-        return;
-    };
-    if table_dev != meta.dev()
-        && let Ok(mut known) = DEVICES.lock()
-    {
-        known
-            .get_or_insert_with(HashMap::new)
-            .insert(meta.dev(), table_dev);
-    }
-}
-
-/// A lock dir, by identity and by the path the kernel would show for it.
-struct DirId {
-    dev: u64,
-    ino: u64,
-    canonical: Option<PathBuf>,
-}
-
-impl DirId {
-    /// Whether `parent`, as `pid`'s `/proc/<pid>/fd` link shows it, is this directory:
-    /// by path, or by identity — in `pid`'s own view (another mount namespace, where the
-    /// lock dir is bind-mounted elsewhere), or in ours (a bind mount here).
-    fn is(&self, pid: i32, parent: &Path) -> bool {
-        let same =
-            |p: &Path| fs::metadata(p).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
-        self.canonical.as_deref() == Some(parent)
-            || parent
-                .strip_prefix("/")
-                .is_ok_and(|rel| same(&Path::new(&format!("/proc/{pid}/root")).join(rel)))
-            || same(parent)
-    }
 }
 
 /// What one process has open among `missing`: which of those inodes (only when `all`:
@@ -451,134 +312,6 @@ fn placed_by_another_user(pid: i32, me: u32) -> bool {
     ids.len() == 4 && ids.iter().all(|&u| u != 0 && u != me)
 }
 
-/// A process that went away while we looked (`ENOENT`, `ESRCH`), or one this user may not
-/// look at (another user's, when not root): passed over, as it always was. Anything else —
-/// `EMFILE` above all — is an error: we cannot tell.
-fn out_of_sight(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound
-        || e.kind() == io::ErrorKind::PermissionDenied
-        || e.raw_os_error() == Some(nix::libc::ESRCH)
-}
-
-/// Every process in sight.
-pub(crate) fn all_pids() -> io::Result<impl Iterator<Item = i32>> {
-    Ok(fs::read_dir("/proc")?
-        .flatten()
-        .filter_map(|p| p.file_name().to_str()?.parse().ok()))
-}
-
-/// The pids holding a granted flock on the file `meta` describes; `None` when the lock
-/// table cannot be read.
-pub fn flock_holders(meta: &fs::Metadata) -> Option<Vec<i32>> {
-    LockTable::read().map(|t| t.holders(meta))
-}
-
-/// The file an exclusive flock of *this* open file description is on, from its
-/// `/proc/<pid>/fdinfo/<fd>`: the kernel lists there, as `lock:` lines in the format of
-/// `/proc/locks`, the locks owned by that very description — not others on the inode.
-/// Returns the `(dev, ino)` of the locked file.
-/// This process's descriptors whose open file description holds an exclusive flock,
-/// lowest fd first, each with the locked file's `(dev, inode)` (`/proc/self/fdinfo`).
-///
-/// An error when they cannot be read (`EMFILE`): the caller cannot tell what it holds.
-pub fn our_exclusive_flocks() -> io::Result<Vec<(i32, (u64, u64))>> {
-    let unreadable =
-        |e: io::Error| io::Error::new(e.kind(), format!("cannot read /proc/self/fdinfo: {e}"));
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc/self/fdinfo").map_err(unreadable)? {
-        let entry = entry.map_err(unreadable)?;
-        let Some(fd) = entry.file_name().to_str().and_then(|f| f.parse().ok()) else {
-            continue;
-        };
-        let info = match fs::read_to_string(entry.path()) {
-            Ok(info) => info,
-            // Closed since the listing (the listing's own descriptor, for one).
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(unreadable(e)),
-        };
-        if let Some(file) = exclusive_flock_in_fdinfo(&info) {
-            found.push((fd, file));
-        }
-    }
-    found.sort_by_key(|(fd, _)| *fd);
-    Ok(found)
-}
-
-pub fn exclusive_flock_in_fdinfo(fdinfo: &str) -> Option<(u64, u64)> {
-    flock_in_fdinfo(fdinfo, true)
-}
-
-/// As [`exclusive_flock_in_fdinfo`], for a flock of either kind (`LOCK_SH` too).
-pub fn any_flock_in_fdinfo(fdinfo: &str) -> Option<(u64, u64)> {
-    flock_in_fdinfo(fdinfo, false)
-}
-
-fn flock_in_fdinfo(fdinfo: &str, exclusive_only: bool) -> Option<(u64, u64)> {
-    fdinfo.lines().find_map(|line| {
-        let fields: Vec<&str> = line.strip_prefix("lock:")?.split_whitespace().collect();
-        match fields.as_slice() {
-            [_, "FLOCK", _, kind, _, file, ..] if !exclusive_only || *kind == "WRITE" => {
-                let mut parts = file.split(':');
-                let major = u64::from_str_radix(parts.next()?, 16).ok()?;
-                let minor = u64::from_str_radix(parts.next()?, 16).ok()?;
-                let ino = parts.next()?.parse().ok()?;
-                Some((nix::sys::stat::makedev(major, minor), ino))
-            }
-            _ => None,
-        }
-    })
-}
-
-/// A process that has a file open.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct OpenBy {
-    pub pid: i32,
-    pub comm: String,
-}
-
-impl OpenBy {
-    fn of(pid: i32) -> OpenBy {
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        OpenBy {
-            pid,
-            comm: comm.trim().to_owned(),
-        }
-    }
-}
-
-/// Every process with a descriptor open on `path` (scanning `/proc/*/fd`): who leaks a
-/// lock when its holder has been gone for hours. Costly (every fd of every process), so
-/// only for locks already judged stale.
-pub fn processes_with_open(path: &std::path::Path) -> Vec<OpenBy> {
-    // By inode, not by name: the lock dir may be reached through a symlink
-    // (/var/lock -> /run/lock), and `/proc/<pid>/fd/<n>` shows the canonical path.
-    let Ok(target) = fs::metadata(path) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for proc in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = proc
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let has_it = fs::read_dir(proc.path().join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|fd| {
-                fs::metadata(fd.path())
-                    .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
-            });
-        if has_it {
-            found.push(OpenBy::of(pid));
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,56 +320,6 @@ mod tests {
     fn lockfile_name(name: &OsStr) -> bool {
         name.to_str()
             .is_some_and(|n| n.starts_with("cc-ci-app-") && n.ends_with(".lock"))
-    }
-
-    #[test]
-    fn finds_granted_flocks_on_the_inode_and_skips_waiters() {
-        let dev = nix::sys::stat::makedev(0xfe, 0);
-        let table = "\
-1: FLOCK  ADVISORY  WRITE 4242 fe:00:10010679 0 EOF
-1: -> FLOCK  ADVISORY  WRITE 4300 fe:00:10010679 0 EOF
-2: POSIX  ADVISORY  WRITE 17 fe:00:10010679 0 EOF
-3: FLOCK  ADVISORY  READ 99 fe:00:555 0 EOF
-4: FLOCK  ADVISORY  WRITE 98 fe:01:10010679 0 EOF
-";
-        let t = LockTable::parse(table);
-        assert_eq!(t.holders_of(dev, 10010679), [4242]);
-        assert_eq!(t.holders_of(dev, 555), [99]);
-        assert!(t.holders_of(dev, 1).is_empty());
-    }
-
-    #[test]
-    fn finds_the_processes_with_a_file_open() {
-        let tmp = tempfile::NamedTempFile::new().unwrap();
-        let open = processes_with_open(tmp.path());
-        assert!(
-            open.iter().any(|o| o.pid == std::process::id() as i32),
-            "{open:?}"
-        );
-    }
-
-    #[test]
-    fn fdinfo_tells_an_exclusive_flock_of_this_description() {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::fs::MetadataExt;
-        let file = tempfile::tempfile().unwrap();
-        let meta = file.metadata().unwrap();
-        let fdinfo =
-            || fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap();
-        assert_eq!(exclusive_flock_in_fdinfo(&fdinfo()), None);
-        file.lock_shared().unwrap();
-        assert_eq!(
-            exclusive_flock_in_fdinfo(&fdinfo()),
-            None,
-            "shared is not exclusive"
-        );
-        file.lock().unwrap();
-        let (dev, ino) = exclusive_flock_in_fdinfo(&fdinfo()).expect("exclusive lock listed");
-        assert_eq!((dev, ino), (meta.dev(), meta.ino()));
-        // Another description of the same file does not own that lock.
-        let other = fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
-        let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", other.as_raw_fd())).unwrap();
-        assert_eq!(exclusive_flock_in_fdinfo(&info), None);
     }
 
     #[test]
@@ -734,14 +417,5 @@ mod tests {
         let took = start.elapsed();
         assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
         drop(held);
-    }
-
-    #[test]
-    fn sees_a_real_flock() {
-        let file = tempfile::tempfile().unwrap();
-        let meta = file.metadata().unwrap();
-        assert_eq!(flock_holders(&meta), Some(vec![]));
-        file.lock().unwrap();
-        assert_eq!(flock_holders(&meta), Some(vec![std::process::id() as i32]));
     }
 }
