@@ -4,11 +4,9 @@
 use std::fs;
 use std::time::Duration;
 
-use super::{
-    DEPENDENCY, DEPLOY_PATIENCE, RECIPE, janitor_for, lock_is_free, recipe_ci_script, spawn,
-};
+use super::{DEPENDENCY, DEPLOY_PATIENCE, RECIPE, lock_is_free, recipe_ci_script, spawn};
 use crate::support::{output_within, stack, text};
-use crate::swarm::{self, App, leftovers};
+use crate::swarm::{self, App, leftovers, only};
 
 #[test]
 fn g_a_run_holds_its_dependency_for_its_whole_life_counts_two_and_keeps_its_results() {
@@ -30,7 +28,7 @@ fn g_a_run_holds_its_dependency_for_its_whole_life_counts_two_and_keeps_its_resu
         assert!(!leftovers(&stack(d)).is_empty(), "{d} is not deployed");
         assert!(!lock_is_free(&app, d), "{d} is not held");
     }
-    let out = output_within(janitor_for(&app, &[&d, &dep]));
+    let out = output_within(app.janitor(&only(&[&d, &dep]), &[]));
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("ccci-janitor: reaped"), "{err}");

@@ -6,9 +6,9 @@ use std::os::unix::process::ExitStatusExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{DEPENDENCY, DEPLOY_PATIENCE, janitor_for, lock_is_free, recipe_ci_script, spawn};
+use super::{DEPENDENCY, DEPLOY_PATIENCE, lock_is_free, recipe_ci_script, spawn};
 use crate::support::{output_within, stack, text};
-use crate::swarm::{self, App, leftovers};
+use crate::swarm::{self, App, leftovers, only};
 
 #[test]
 fn a_sigkill_of_the_step_shell_tears_down_and_leaves_nothing() {
@@ -84,7 +84,7 @@ fn f_a_chain_killed_whole_is_orphaned_and_one_janitor_pass_reaps_it() {
     }
     // One janitor pass, allowed to touch this test's domains only: the run's app and its
     // dependency, both orphans now that nothing of the run lives.
-    let out = output_within(janitor_for(&app, &[&d, &dep]));
+    let out = output_within(app.janitor(&only(&[&d, &dep]), &[]));
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     for d in [&d, &dep] {
@@ -94,11 +94,6 @@ fn f_a_chain_killed_whole_is_orphaned_and_one_janitor_pass_reaps_it() {
             !app.sb.lockfile(d).exists(),
             "the lockfile outlived the reap"
         );
-        assert!(
-            !app.sb
-                .abra_dir()
-                .join(format!("servers/default/{d}.env"))
-                .exists()
-        );
+        assert!(!app.env_file(&d).exists());
     }
 }

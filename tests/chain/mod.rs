@@ -242,11 +242,3 @@ fn lock_is_free(app: &App, domain: &str) -> bool {
     probe.args(["-n", domain, "--", "true"]);
     output_within(probe).status.success()
 }
-
-/// One janitor pass that may touch `domains` and nothing else on the shared swarm.
-fn janitor_for(app: &App, domains: &[&str]) -> Command {
-    let names: Vec<String> = domains.iter().map(|d| d.replace('.', r"\.")).collect();
-    let mut janitor = app.sb.cmd("ccci-janitor");
-    janitor.env("CCCI_RUN_APP_RE", format!("^({})$", names.join("|")));
-    janitor
-}

@@ -54,12 +54,7 @@ fn up_converges_is_counted_once_and_down_removes_everything_twice() {
     );
     assert!(teardown[1].contains("removed nothing"), "{err}");
     assert_eq!(leftovers(&stack), Vec::<String>::new());
-    assert!(
-        !app.sb
-            .abra_dir()
-            .join(format!("servers/default/{d}.env"))
-            .exists()
-    );
+    assert!(!app.env_file(&d).exists());
 }
 
 #[test]
@@ -81,8 +76,7 @@ fn two_ups_in_one_run_fail_the_count_with_the_dg41_line() {
         text(&out.stderr)
     );
     // --set reached the app's .env.
-    let env = std::fs::read_to_string(app.sb.abra_dir().join(format!("servers/default/{d}.env")))
-        .unwrap();
+    let env = std::fs::read_to_string(app.env_file(&d)).unwrap();
     assert!(env.contains("APP_REPLICAS=1"), "{env}");
 }
 

@@ -46,7 +46,7 @@ fn a_new_run_after_a_run_that_failed_mid_deploy_recovers() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("injected failure of app deploy"), "{err}");
     // Run 1 left its app behind, as a run that exits 1 without tearing down does.
-    let env = app.sb.abra_dir().join(format!("servers/default/{d}.env"));
+    let env = app.env_file(&d);
     assert!(env.exists(), "{err}");
     // A new run of the same domain: a fresh private tree without the recipe, and the
     // .env already there, so `app new` is skipped. It must deploy and converge.
@@ -114,13 +114,7 @@ fn a_new_run_after_a_run_that_failed_before_its_secrets_were_made_recovers() {
         if run == "i" {
             assert!(err.contains(" did not finish within "), "{run}: {err}");
         }
-        assert!(
-            app.sb
-                .abra_dir()
-                .join(format!("servers/default/{d}.env"))
-                .exists(),
-            "{run}: {err}"
-        );
+        assert!(app.env_file(&d).exists(), "{run}: {err}");
         assert!(
             !leftovers(&stack).iter().any(|l| l.starts_with("secret ")),
             "{run}: {:?}",

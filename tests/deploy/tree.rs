@@ -84,7 +84,7 @@ fn outside_a_run_dir_abra_is_told_the_tree_ccci_deploy_reads() {
     let out = output_in(cmd, DEPLOY_PATIENCE);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let canonical = app.sb.abra_dir();
-    assert!(canonical.join(format!("servers/default/{d}.env")).is_file());
+    assert!(app.env_file(&d).is_file());
     assert!(canonical.join("recipes/two-services/compose.yml").is_file());
     assert!(!home.join(".abra").exists());
 }

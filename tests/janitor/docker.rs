@@ -14,7 +14,7 @@ fn docker_unreachable_is_69_and_nothing_is_removed() {
     let d = app.domain("j8");
     fs::create_dir_all(app.sb.lock_dir()).unwrap();
     fs::write(app.sb.lockfile(&d), "").unwrap();
-    fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+    app.env_only(&d);
     let mut cmd = app.janitor(&only(&[&d]), &[]);
     cmd.env("DOCKER_HOST", "unix:///nonexistent.sock");
     let out = output_within(cmd);
@@ -37,7 +37,7 @@ fn a_hung_docker_call_is_killed_and_the_janitor_lets_go_of_the_domain_at_once() 
     let (hung, next) = (app.domain("j14a"), app.domain("j14b"));
     let secret = |d: &str| format!("{}_pw_v1", stack(d));
     for d in [&hung, &next] {
-        fs::write(app.env_file(d), "TYPE=two-services\n").unwrap();
+        app.env_only(d);
         let create = Command::new("sh")
             .args(["-c", "echo x | docker secret create \"$0\" -", &secret(d)])
             .output()
@@ -114,7 +114,7 @@ fn a_docker_listing_that_hangs_ends_the_pass_within_its_bound_touching_nothing()
     }
     let mut app = App::new();
     let d = app.domain("j15");
-    fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+    app.env_only(&d);
     let mut cmd = app.janitor(&only(&[&d]), &["--timeout", "5s"]);
     cmd.env("CCCI_DOCKER", swarm::hang())
         .env("HANG_REAL", "docker")

@@ -4,7 +4,7 @@
 use std::fs;
 use std::process::Command;
 
-use super::{only, pass_within};
+use super::{live_run, only, pass_within};
 use crate::support::{Background, output_within, stack, text};
 use crate::swarm::{self, App, leftovers};
 
@@ -17,8 +17,7 @@ fn a_live_run_and_a_stale_lock_are_left_and_the_stale_one_named() {
     let (live, stale) = (app.domain("j2"), app.domain("j2"));
     app.orphan("2", &live);
     // A live run: a real process holds the lock.
-    let gate = app.sb.fifo("gate");
-    let holder = crate::lock::hold_until(&app.sb, &live, &gate);
+    let (gate, holder) = live_run(&app, &live, "gate");
     // A stale one: held by flock(1) with metadata saying it started 3 hours ago. (On a
     // lockfile made 0600, as ccci makes them: flock(1) would create a missing one 0644,
     // which ccci retires as an older build's.)
@@ -119,9 +118,8 @@ fn a_live_run_whose_lockfile_was_moved_or_renamed_by_hand_is_left() {
     ];
     for (i, to) in moves.iter().enumerate() {
         let d = app.domain(&format!("jv{i}"));
-        fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
-        let gate = app.sb.fifo(&format!("gate{i}"));
-        let holder = crate::lock::hold_until(&app.sb, &d, &gate);
+        app.env_only(&d);
+        let (gate, holder) = live_run(&app, &d, &format!("gate{i}"));
         let lockfile = app.sb.lockfile(&d);
         let moved = to(&lockfile);
         if !moved.exists() {

@@ -11,20 +11,12 @@ mod switch;
 mod unlinked;
 mod untraced;
 
+use std::fs;
 use std::process::Command;
 
-use crate::support::{DEPLOY_PATIENCE, output_in, stack, text};
+use crate::support::{Background, DEPLOY_PATIENCE, Gate, output_in, stack, text};
 use crate::swarm::App;
-
-/// An allowlist naming exactly these domains.
-fn only(domains: &[&str]) -> String {
-    let alts: Vec<String> = domains.iter().map(|d| regex_escape(d)).collect();
-    format!("^({})$", alts.join("|"))
-}
-
-fn regex_escape(s: &str) -> String {
-    s.replace('.', r"\.")
-}
+use crate::swarm::only;
 
 impl App {
     /// Deploy `domain` through the real chain and leave it up, as a crashed run would.
@@ -38,21 +30,30 @@ impl App {
         );
     }
 
-    fn janitor(&self, allow: &str, args: &[&str]) -> Command {
-        let mut cmd = self.sb.cmd("ccci-janitor");
-        cmd.env("CCCI_RUN_APP_RE", allow).args(args);
-        cmd
+    /// Only the app's `.env`, as a deploy writes it first: the janitor sees an app of
+    /// `domain`, and nothing of it on the swarm is there to wait for.
+    fn env_only(&self, domain: &str) {
+        fs::write(self.env_file(domain), "TYPE=two-services\n").unwrap();
     }
+}
 
-    fn env_file(&self, domain: &str) -> std::path::PathBuf {
-        self.sb
-            .abra_dir()
-            .join(format!("servers/default/{domain}.env"))
-    }
+/// A fresh app whose domain (`prefix`, `j<n>`) was deployed by run `<n>` and left up.
+fn with_orphan(prefix: &str) -> (App, String) {
+    let mut app = App::new();
+    let d = app.domain(prefix);
+    app.orphan(&prefix[1..], &d);
+    (app, d)
+}
+
+/// A live run of `domain`: a real process holding its lock until the gate is released.
+fn live_run(app: &App, domain: &str, gate: &str) -> (Gate, Background) {
+    let gate = app.sb.fifo(gate);
+    let holder = crate::lock::hold_until(&app.sb, domain, &gate);
+    (gate, holder)
 }
 
 /// A janitor pass to its end: a reap waits for the stack's containers to stop, which on a
 /// loaded machine takes longer than the suite's usual patience.
 fn pass_within(cmd: Command) -> std::process::Output {
-    crate::support::output_in(cmd, crate::support::DEPLOY_PATIENCE)
+    output_in(cmd, DEPLOY_PATIENCE)
 }

@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use super::{only, pass_within};
+use super::{live_run, only, pass_within, with_orphan};
 use crate::support::{Background, bin, output_within, stack, text};
 use crate::swarm::{self, App, leftovers};
 
@@ -13,9 +13,7 @@ fn an_orphan_is_reaped_completely_and_its_lockfile_removed() {
     if !swarm::available("an_orphan_is_reaped_completely_and_its_lockfile_removed") {
         return;
     }
-    let mut app = App::new();
-    let d = app.domain("j1");
-    app.orphan("1", &d);
+    let (app, d) = with_orphan("j1");
     assert!(app.sb.lockfile(&d).exists() && !leftovers(&stack(&d)).is_empty());
     let metrics = app.sb.path("janitor.prom");
     let out = output_within({
@@ -82,9 +80,7 @@ fn a_lockless_run_stack_is_reaped_as_after_a_reboot() {
     if !swarm::available("a_lockless_run_stack_is_reaped_as_after_a_reboot") {
         return;
     }
-    let mut app = App::new();
-    let d = app.domain("j4");
-    app.orphan("4", &d);
+    let (app, d) = with_orphan("j4");
     fs::remove_dir_all(app.sb.lock_dir()).unwrap();
     let out = pass_within(app.janitor(&only(&[&d]), &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -102,9 +98,7 @@ fn two_janitors_at_once_reap_an_orphan_exactly_once() {
     if !swarm::available("two_janitors_at_once_reap_an_orphan_exactly_once") {
         return;
     }
-    let mut app = App::new();
-    let d = app.domain("j5");
-    app.orphan("5", &d);
+    let (app, d) = with_orphan("j5");
     let allow = only(&[&d]);
     let janitors: Vec<_> = (0..2)
         .map(|_| Background::spawn(app.janitor(&allow, &[])))
@@ -128,9 +122,7 @@ fn a_run_that_starts_during_a_reap_waits_then_deploys_on_a_fresh_inode() {
     if !swarm::available("a_run_that_starts_during_a_reap_waits_then_deploys_on_a_fresh_inode") {
         return;
     }
-    let mut app = App::new();
-    let d = app.domain("j6");
-    app.orphan("6", &d);
+    let (app, d) = with_orphan("j6");
     let janitor = Background::spawn(app.janitor(&only(&[&d]), &[]));
     // The janitor writes its metadata once it holds the lock: then the reap is under way.
     let lockfile = app.sb.lockfile(&d);
@@ -179,9 +171,7 @@ fn a_dry_run_changes_nothing() {
     if !swarm::available("a_dry_run_changes_nothing") {
         return;
     }
-    let mut app = App::new();
-    let d = app.domain("j7");
-    app.orphan("7", &d);
+    let (app, d) = with_orphan("j7");
     let listing = |app: &App| {
         (
             leftovers(&stack(&d)),
@@ -209,8 +199,7 @@ fn reaping_a_b_leaves_the_secrets_of_a_live_a_b_c() {
     app.track(&abc);
     app.orphan("9a", &ab);
     app.orphan("9b", &abc);
-    let gate = app.sb.fifo("gate");
-    let _holder = crate::lock::hold_until(&app.sb, &abc, &gate);
+    let (gate, _holder) = live_run(&app, &abc, "gate");
     let before = leftovers(&stack(&abc));
     let out = pass_within(app.janitor(&only(&[&ab, &abc]), &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -5,7 +5,7 @@
 use std::fs;
 use std::process::Command;
 
-use super::{only, pass_within};
+use super::{live_run, only, pass_within, with_orphan};
 use crate::support::{Background, bin, output_within, stack, text, write_executable};
 use crate::swarm::{self, App, leftovers};
 
@@ -17,11 +17,8 @@ fn a_live_run_whose_lockfile_was_unlinked_is_left_and_named() {
     if !swarm::available("a_live_run_whose_lockfile_was_unlinked_is_left_and_named") {
         return;
     }
-    let mut app = App::new();
-    let d = app.domain("j10");
-    app.orphan("10", &d);
-    let gate = app.sb.fifo("gate");
-    let holder = crate::lock::hold_until(&app.sb, &d, &gate);
+    let (app, d) = with_orphan("j10");
+    let (gate, holder) = live_run(&app, &d, "gate");
     fs::remove_file(app.sb.lockfile(&d)).unwrap();
     let before = leftovers(&stack(&d));
     let line = format!(
@@ -92,7 +89,7 @@ fn a_run_whose_command_exited_but_whose_child_holds_an_unlinked_lockfile_is_left
     }
     let mut app = App::new();
     let d = app.domain("j11");
-    fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+    app.env_only(&d);
     let gate = app.sb.fifo("gate");
     let mut cmd = app.sb.cmd("ccci-lock");
     cmd.args([&d, "--", "sh", "-c"]).arg(format!(
@@ -130,7 +127,7 @@ fn a_run_in_another_mount_namespace_whose_lockfile_was_unlinked_is_left() {
     }
     let mut app = App::new();
     let d = app.domain("j12");
-    fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+    app.env_only(&d);
     fs::create_dir_all(app.sb.lock_dir()).unwrap();
     // Here an empty directory; in the run's mount namespace, the lock dir.
     let alias = app.sb.path("container-locks");
@@ -167,10 +164,9 @@ fn a_lockfile_unlinked_while_the_pass_reaps_another_domain_still_spares_its_run(
     // Probed in this order: the orphan first.
     let (orphan, live) = (app.domain("j13a"), app.domain("j13b"));
     for d in [&orphan, &live] {
-        fs::write(app.env_file(d), "TYPE=two-services\n").unwrap();
+        app.env_only(d);
     }
-    let gate = app.sb.fifo("gate");
-    let holder = crate::lock::hold_until(&app.sb, &live, &gate);
+    let (gate, holder) = live_run(&app, &live, "gate");
     // Once the orphan's reap is under way (its `.env` gone), the operator's `rm`.
     let docker = app.sb.path("docker");
     write_executable(
@@ -209,7 +205,7 @@ fn a_run_holding_through_a_detached_bind_mount_of_the_lock_dir_is_left() {
     }
     let mut app = App::new();
     let d = app.domain("j13");
-    fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+    app.env_only(&d);
     fs::create_dir_all(app.sb.lock_dir()).unwrap();
     let mnt = app.sb.path("mnt");
     fs::create_dir_all(&mnt).unwrap();

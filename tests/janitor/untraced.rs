@@ -21,7 +21,7 @@ fn a_lock_no_descriptor_explains_stops_every_reap_and_shows_in_the_metrics() {
     }
     let mut app = App::new();
     let d = app.domain("j14");
-    fs::write(app.env_file(&d), "TYPE=two-services\n").unwrap();
+    app.env_only(&d);
     fs::create_dir_all(app.sb.lock_dir()).unwrap();
     let gate = app.sb.fifo("gate");
     let script = format!(
