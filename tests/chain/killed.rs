@@ -94,6 +94,6 @@ fn f_a_chain_killed_whole_is_orphaned_and_one_janitor_pass_reaps_it() {
             !app.sb.lockfile(d).exists(),
             "the lockfile outlived the reap"
         );
-        assert!(!app.env_file(&d).exists());
+        assert!(!app.env_file(d).exists());
     }
 }

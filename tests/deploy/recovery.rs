@@ -99,7 +99,7 @@ fn a_new_run_after_a_run_that_failed_before_its_secrets_were_made_recovers() {
         (&c, "i", swarm::hang(), "app secret generate"),
     ];
     for (d, run, abra, failure) in cases {
-        let stack = stack(&d);
+        let stack = stack(d);
         let timeout = if run == "i" { "10s" } else { "2m" };
         let up = format!("\"$DEPLOY\" up {d} --recipe two-services --timeout {timeout}");
         let mut run1 = app.chain(&format!("{run}1"), d, &up);
@@ -114,7 +114,7 @@ fn a_new_run_after_a_run_that_failed_before_its_secrets_were_made_recovers() {
         if run == "i" {
             assert!(err.contains(" did not finish within "), "{run}: {err}");
         }
-        assert!(app.env_file(&d).exists(), "{run}: {err}");
+        assert!(app.env_file(d).exists(), "{run}: {err}");
         assert!(
             !leftovers(&stack).iter().any(|l| l.starts_with("secret ")),
             "{run}: {:?}",
