@@ -120,6 +120,22 @@ impl App {
         cmd
     }
 
+    /// `ccci-janitor ARGS`, eligible only for the domains `allow` matches (see [`only`]):
+    /// the swarm is shared, and a janitor must never reap another test's apps.
+    pub fn janitor(&self, allow: &str, args: &[&str]) -> Command {
+        let mut cmd = self.sb.cmd("ccci-janitor");
+        cmd.env("CCCI_RUN_APP_RE", allow).args(args);
+        cmd
+    }
+
+    /// The app's `.env` in the canonical abra tree: a deploy writes it, a teardown and a
+    /// reap remove it.
+    pub fn env_file(&self, domain: &str) -> PathBuf {
+        self.sb
+            .abra_dir()
+            .join(format!("servers/default/{domain}.env"))
+    }
+
     /// ccci-deploy run directly (status, or the lock rule's refusals).
     pub fn deploy(&self) -> Command {
         let mut cmd = self.sb.cmd("ccci-deploy");
@@ -127,6 +143,12 @@ impl App {
             .env("ABRA_DIR", self.sb.abra_dir());
         cmd
     }
+}
+
+/// A janitor allowlist (`CCCI_RUN_APP_RE`) naming exactly these domains.
+pub fn only(domains: &[&str]) -> String {
+    let alts: Vec<String> = domains.iter().map(|d| d.replace('.', r"\.")).collect();
+    format!("^({})$", alts.join("|"))
 }
 
 impl Drop for App {
