@@ -29,17 +29,7 @@ fn gc_removes_old_free_runs_keeps_held_ones_and_never_follows_servers() {
         .assert()
         .success();
     let gate = sb.fifo("gate");
-    let mut held = sb.cmd("ccci-rundir");
-    held.args([
-        "--run-id",
-        "held",
-        "--",
-        "sh",
-        "-c",
-        &format!("read x < '{}'", gate.path.display()),
-    ]);
-    let mut held = Background::spawn(held);
-    held.wait_for("== run dir:");
+    let held = super::run_holding(&sb, "held", &gate);
     age(&sb.runs_dir().join("old"));
     age(&sb.runs_dir().join("held"));
 
@@ -369,17 +359,7 @@ fn a_second_run_of_an_id_in_progress_is_refused_even_while_gc_sweeps() {
     let sb = Sandbox::new();
     sb.abra_servers();
     let gate = sb.fifo("gate");
-    let mut first = sb.cmd("ccci-rundir");
-    first.args([
-        "--run-id",
-        "7",
-        "--",
-        "sh",
-        "-c",
-        &format!("read x < '{}'", gate.path.display()),
-    ]);
-    let mut first = Background::spawn(first);
-    first.wait_for("== run dir:");
+    let first = super::run_holding(&sb, "7", &gate);
     let refused = format!(
         "ccci-rundir: run 7 is already in progress (pid {})",
         first.pid()

@@ -122,17 +122,7 @@ fn the_same_run_id_twice_at_once_is_refused_naming_the_first() {
     let sb = Sandbox::new();
     sb.abra_servers();
     let gate = sb.fifo("gate");
-    let mut first = sb.cmd("ccci-rundir");
-    first.args([
-        "--run-id",
-        "7",
-        "--",
-        "sh",
-        "-c",
-        &format!("read x < '{}'", gate.path.display()),
-    ]);
-    let mut first = Background::spawn(first);
-    first.wait_for("== run dir:");
+    let first = super::run_holding(&sb, "7", &gate);
     // While it runs, its .run.lock is held (flock(1) agrees) ...
     let lock = sb.runs_dir().join("7/.run.lock");
     assert!(
