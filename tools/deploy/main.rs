@@ -106,6 +106,22 @@ fn abra_dir() -> Result<PathBuf, Failure> {
     })
 }
 
+/// The run's deploy count file (`CCCI_DEPLOY_COUNT_FILE`, set by ccci-rundir): `up`
+/// counts into it, `count` reads it.
+fn count_file() -> Result<PathBuf, Failure> {
+    non_empty(EnvVars::CCCI_DEPLOY_COUNT_FILE)
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            Failure::with(
+                Exit::Misconfigured,
+                anyhow::anyhow!(
+                    "{} is not set — run under 'ccci-rundir -- ...'",
+                    EnvVars::CCCI_DEPLOY_COUNT_FILE
+                ),
+            )
+        })
+}
+
 /// How `up` waits for convergence: `--timeout` and `--stable-for`.
 struct Wait {
     timeout: Duration,
@@ -130,12 +146,7 @@ fn up(app: &Request<'_>, wait: Wait) -> Result<Exit, Failure> {
         ..
     } = *app;
     require_lock(domain)?;
-    let Some(count_file) = non_empty(EnvVars::CCCI_DEPLOY_COUNT_FILE).map(PathBuf::from) else {
-        return Err(Failure::with(
-            Exit::Misconfigured,
-            anyhow::anyhow!("CCCI_DEPLOY_COUNT_FILE is not set — run under 'ccci-rundir -- ...'"),
-        ));
-    };
+    let count_file = count_file()?;
     // --timeout bounds all of `up`: every docker and abra call ends with it (a hung one
     // is killed), and convergence gets what is left.
     let deadline = Instant::now() + wait.timeout;
@@ -386,12 +397,7 @@ fn status(domain: &Domain, json: bool) -> Result<Exit, Failure> {
 }
 
 fn count(domain: Option<&Domain>, expect: Option<usize>) -> Result<Exit, Failure> {
-    let Some(file) = non_empty(EnvVars::CCCI_DEPLOY_COUNT_FILE).map(PathBuf::from) else {
-        return Err(Failure::with(
-            Exit::Misconfigured,
-            anyhow::anyhow!("CCCI_DEPLOY_COUNT_FILE is not set — run under 'ccci-rundir -- ...'"),
-        ));
-    };
+    let file = count_file()?;
     let n = deploy::deploys(&file, domain)
         .with_context(|| format!("cannot read {}", file.display()))?;
     emit(&format!("{n}\n"))?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ccci_core::child::{Signo, parse_signal};
 use ccci_core::cli::duration_arg;
 use ccci_core::env::EnvVars;
-use ccci_core::guard::supervise::TOOL;
+use ccci_core::guard::TOOL;
 use clap::Parser;
 
 const AFTER_HELP: &str = "\

@@ -6,8 +6,9 @@ mod cli;
 
 use ccci_core::cli::parse_or_exit;
 use ccci_core::exit::Exit;
+use ccci_core::guard::TOOL;
 use ccci_core::guard::report::Report;
-use ccci_core::guard::supervise::{Plan, TOOL, say, supervise};
+use ccci_core::guard::supervise::{Plan, say, supervise};
 use ccci_core::{duration, wrapper_main};
 use cli::Cli;
 
