@@ -5,6 +5,10 @@
 //! bit, or owned by someone other than root or us, is refused. And there is never a
 //! fallback to another directory: every process must agree on where these are, so a tool
 //! that cannot use its directory stops with a message naming it and its variable.
+//!
+//! Both hold lockfiles (app locks; each run's `.run.lock`), so once one is found usable,
+//! the kernel's name for its filesystem is learnt ([`crate::lock::proclocks::learn_device`]):
+//! the lock table names a device its own way, and telling whose lock is whose needs it.
 
 use std::fs;
 use std::io;
@@ -66,7 +70,9 @@ impl SharedDir {
                 });
             }
         };
-        self.check(created)
+        self.check(created)?;
+        crate::lock::proclocks::learn_device(&self.path);
+        Ok(())
     }
 
     /// Check an existing directory without creating anything; `Ok(false)` when it does
@@ -74,7 +80,11 @@ impl SharedDir {
     pub fn check_existing(&self) -> Result<bool, SharedDirError> {
         match fs::symlink_metadata(&self.path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            _ => self.check(false).map(|()| true),
+            _ => {
+                self.check(false)?;
+                crate::lock::proclocks::learn_device(&self.path);
+                Ok(true)
+            }
         }
     }
 

@@ -58,18 +58,12 @@ impl LockDir {
 
     /// Make sure the directory exists (mode 0755) and is safe to put lockfiles in.
     pub fn ensure(&self) -> Result<(), SharedDirError> {
-        self.dir.ensure()?;
-        crate::lock::proclocks::learn_device(self.path());
-        Ok(())
+        self.dir.ensure()
     }
 
     /// Check an existing directory without creating anything; `Ok(false)` when absent.
     pub fn check_existing(&self) -> Result<bool, SharedDirError> {
-        let exists = self.dir.check_existing()?;
-        if exists {
-            crate::lock::proclocks::learn_device(self.path());
-        }
-        Ok(exists)
+        self.dir.check_existing()
     }
 
     /// The lockfile of `domain`: `<dir>/cc-ci-app-<domain>.lock`.

@@ -58,10 +58,7 @@ impl RunsDir {
     }
 
     pub fn ensure(&self) -> Result<(), SharedDirError> {
-        self.dir.ensure()?;
-        // How the lock table names this filesystem, to tell gc's holds from a run's.
-        crate::lock::proclocks::learn_device(self.path());
-        Ok(())
+        self.dir.ensure()
     }
 
     pub fn check_existing(&self) -> Result<bool, SharedDirError> {
