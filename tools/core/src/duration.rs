@@ -94,7 +94,7 @@ pub fn format(d: Duration) -> String {
     Human(d).to_string()
 }
 
-/// [`format`] as a `Display`, for lines written without allocating (the guard logs one
+/// [`format`](fn@format) as a `Display`, for lines written without allocating (the guard logs one
 /// per signal it receives).
 #[derive(Clone, Copy, Debug)]
 pub struct Human(pub Duration);

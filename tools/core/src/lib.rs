@@ -16,7 +16,7 @@
 //! * [`abra`]: the abra tree's layout (`servers/*/<domain>.env`, `recipes/`);
 //! * [`files`]: careful file-system operations (atomic writes, contained removal,
 //!   shared directories);
-//! * and the command-line edge every tool shares: [`cli`], [`env`], [`exit`],
+//! * and the command-line edge every tool shares: [`cli`], [`env`](mod@env), [`exit`],
 //!   [`domain`], [`duration`], [`timefmt`].
 
 pub mod abra;

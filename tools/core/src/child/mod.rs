@@ -4,7 +4,7 @@
 //! One place for all of it, so that no tool re-implements a piece and gets the subtle
 //! parts wrong:
 //!
-//! * [`spawn`] — fork, `setsid`, `PR_SET_PDEATHSIG`, the caller's signal mask and
+//! * [`spawn`](mod@spawn) — fork, `setsid`, `PR_SET_PDEATHSIG`, the caller's signal mask and
 //!   dispositions, exec, exec errors through a close-on-exec pipe;
 //! * [`signal_group`] — `killpg(2)` where ESRCH (the group is already gone) is an answer,
 //!   not an error: the old bash wrapper's `kill -- -$PID` under `sh -e` turned exactly

@@ -3,7 +3,7 @@
 //! The guard shares its stderr with the command, and whoever reads it (Drone's runner)
 //! may stop reading. A blocking write would then stop the guard's loop — after a deadline
 //! the grace period would never run out and nothing would be KILLed. So a line waits at
-//! most [`PATIENCE_MS`] for room; once one has been dropped, later lines do not wait at all
+//! most `PATIENCE_MS` for room; once one has been dropped, later lines do not wait at all
 //! until a write gets through again, and then the first line that does says how many were
 //! lost. The `--report` file carries the facts regardless.
 
@@ -24,7 +24,7 @@ static DROPPED: AtomicU32 = AtomicU32::new(0);
 /// Up to this many bytes a pipe write is atomic and, with a free slot, does not block.
 const ATOMIC: usize = nix::libc::PIPE_BUF;
 
-/// Write one log line (a newline is added). Lines over [`ATOMIC`] bytes are cut short.
+/// Write one log line (a newline is added). Lines over `ATOMIC` bytes are cut short.
 pub fn say(line: std::fmt::Arguments<'_>) {
     let mut buf = [0u8; ATOMIC];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);

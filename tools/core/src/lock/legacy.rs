@@ -112,7 +112,7 @@ impl LegacyLocks {
     }
 
     /// Hold `domain`'s old lockfile for a run, waiting as `wait` says and reporting
-    /// through `on_event` (see [`say_events`]); `None` when the host is not switching.
+    /// through `on_event` (see [`LegacyLocks::say_events`]); `None` when the host is not switching.
     /// Take ccci's own lock of the domain first: that order, always, is what keeps two
     /// ccci runs from waiting for each other here.
     pub fn hold(
