@@ -62,14 +62,18 @@ fn a_lock_no_descriptor_explains_stops_every_reap_and_shows_in_the_metrics() {
     );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["domains"][0]["result"], "left", "{doc}");
-    assert_eq!(
-        doc["domains"][0]["untraced"][0]["pids"][0],
-        holder.pid(),
+    // Ours is among the untraced locks; the metric counts exactly what the pass listed.
+    // (Not "1": a test running beside this one may hold such a lock on the same device.)
+    let untraced = doc["domains"][0]["untraced"].as_array().expect("untraced");
+    assert!(
+        untraced.iter().any(|u| u["pids"]
+            .as_array()
+            .is_some_and(|p| p.contains(&holder.pid().into()))),
         "{doc}"
     );
     let metrics = fs::read_to_string(&metrics).unwrap();
     assert!(
-        metrics.contains("ccci_janitor_untraced_locks 1\n"),
+        metrics.contains(&format!("ccci_janitor_untraced_locks {}\n", untraced.len())),
         "{metrics}"
     );
     gate.release();
