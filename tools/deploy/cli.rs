@@ -7,7 +7,7 @@ use ccci_core::cli::duration_arg;
 use ccci_core::deploy;
 use clap::{Parser, Subcommand};
 
-pub(crate) const TOOL: &str = "ccci-deploy";
+pub(crate) use ccci_core::deploy::TOOL;
 
 const AFTER_HELP: &str = "\
 EXIT STATUS:

@@ -5,9 +5,11 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Domain;
+use crate::exit::Failure;
 use crate::timefmt;
 
 /// One line of the deploy count file.
@@ -48,6 +50,12 @@ pub fn deploys(count_file: &Path, domain: Option<&Domain>) -> io::Result<usize> 
         .filter_map(|l| serde_json::from_str::<DeployRecord>(l).ok())
         .filter(|r| domain.is_none_or(|d| r.domain == d.as_str()))
         .count())
+}
+
+/// `ccci-deploy count`: the deploys recorded in this run's count file (see [`deploys`]).
+pub fn deploys_in_run(domain: Option<&Domain>) -> Result<usize, Failure> {
+    let file = super::rules::count_file()?;
+    Ok(deploys(&file, domain).with_context(|| format!("cannot read {}", file.display()))?)
 }
 
 #[cfg(test)]

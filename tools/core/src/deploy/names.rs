@@ -13,7 +13,11 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use anyhow::Context;
 use yaml_rust2::YamlLoader;
+
+use crate::domain::Domain;
+use crate::exit::{Exit, Failure};
 
 /// Swarm's longest service name.
 pub const SERVICE_MAX: usize = 63;
@@ -81,6 +85,31 @@ pub fn too_long(recipe: &Path, stack: &str) -> io::Result<Vec<TooLong>> {
         .filter(|(name, _, limit)| name.len() > *limit)
         .map(|(name, kind, limit)| TooLong { kind, name, limit })
         .collect())
+}
+
+/// Refuse a domain whose stack would make a name swarm refuses (status 2), naming each:
+/// `up` asks before anything of the app exists, so nothing is left half made.
+pub fn refuse_too_long(domain: &Domain, recipe: &str, recipe_dir: &Path) -> Result<(), Failure> {
+    let stack = domain.stack_name();
+    let too_long = too_long(recipe_dir, &stack).with_context(|| {
+        format!(
+            "cannot read the recipe {recipe} in {}",
+            recipe_dir.display()
+        )
+    })?;
+    if too_long.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = too_long.iter().map(|t| format!("  {t}")).collect();
+    Err(Failure::with(
+        Exit::Usage,
+        anyhow::anyhow!(
+            "{domain} is too long for recipe {recipe}: its stack {stack} would make names past \
+             docker's limits ({SERVICE_MAX} characters for a service, {SECRET_MAX} for a \
+             secret); nothing was created:\n{}",
+            each.join("\n")
+        ),
+    ))
 }
 
 #[cfg(test)]

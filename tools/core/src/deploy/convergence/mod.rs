@@ -1,12 +1,14 @@
 //! Waiting for a stack to converge: every service ready on two polls in a row
 //! (`readiness`: its replicas and its update state), and its tasks stable (`tasks`:
-//! running for the stability window, none failed within it).
+//! running for the stability window, none failed within it); `report` is what
+//! `ccci-deploy up` says while it waits and when the wait ends.
 //!
 //! Polling is with backoff (0.5 s, doubling, at most 5 s), never a fixed long sleep. A
 //! crash-looping task is "running" between its restarts, so a look that says converged
 //! must hold on two polls in a row, and the tasks' own history must say they are stable.
 
 mod readiness;
+mod report;
 mod tasks;
 
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use crate::swarm::docker::{Docker, DockerError};
 use crate::swarm::{self, Service};
 
 pub use readiness::{Replicas, parse_replicas, ready, settled, short};
+pub use report::{say_outcome, say_progress};
 use tasks::check_tasks;
 pub use tasks::{STABLE_FOR, Task, TaskCheck, TaskStatus, judge, last_task_error};
 
