@@ -34,6 +34,7 @@ pub fn run_command(
         Some(hold) => return Ok(exec_held_above(session, command, domain, hold)),
         None => {}
     }
+    // The command as the holder record names it.
     let recorded = command
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
