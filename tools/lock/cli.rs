@@ -10,7 +10,7 @@ use ccci_core::env::{EnvVars, defaults};
 use ccci_core::exit::Exit;
 use clap::Parser;
 
-pub(crate) const TOOL: &str = "ccci-lock";
+pub(crate) use ccci_core::lock::session::TOOL;
 
 const AFTER_HELP: &str = "\
 THE LOCK DIR:

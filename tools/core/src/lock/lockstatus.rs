@@ -75,13 +75,9 @@ fn probe(dir: &LockDir, domain: &Domain, unlinked: &Unlinked) -> LockReport {
                     ..Holder::default()
                 });
                 report.holder_alive = Some(true);
-                let who: Vec<String> = holders
-                    .iter()
-                    .map(|h| format!("pid {} ({})", h.pid, crate::lock::holder::plain(&h.comm)))
-                    .collect();
                 report.problem = Some(format!(
                     "held by {} through a lockfile that was removed by hand",
-                    who.join(", ")
+                    crate::lock::proclocks::describe(&holders)
                 ));
             }
         }

@@ -7,11 +7,14 @@
 //! writes into its lockfile; [`proclocks`] is what the kernel says about who holds a
 //! flock (a folder: `/proc/locks`, fdinfo, `/proc/*/fd`, device names, lockfiles removed
 //! by hand); [`lockstatus`] reports locks without taking them; [`runlocks`] says
-//! which locks the run we are in holds (own, above us, or kept); [`keeper`] keeps a
-//! dependency's lock for the rest of a run; [`legacy`] is the old layer's lockfile,
-//! honoured while a host switches to ccci.
+//! which locks the run we are in holds (own, above us, or kept); [`keeper`] is the
+//! process that keeps a dependency's lock for the rest of a run, and [`for_run`] the
+//! `--for-run` that starts one and the keeper's part; [`legacy`] is the old layer's
+//! lockfile, honoured while a host switches to ccci; [`session`] is a `ccci-lock` session:
+//! taking a lock as its options say, with its lines, and exec'ing the command under it.
 
 pub mod applock;
+pub mod for_run;
 pub mod holder;
 pub mod keeper;
 pub mod legacy;
@@ -20,3 +23,4 @@ pub mod lockowner;
 pub mod lockstatus;
 pub mod proclocks;
 pub mod runlocks;
+pub mod session;

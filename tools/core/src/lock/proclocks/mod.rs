@@ -8,7 +8,7 @@
 //! One concern a module, every item re-exported here (callers name `proclocks::…`):
 //! `table.rs` parses `/proc/locks` into a [`LockTable`]; `fdinfo.rs` reads the flocks of
 //! one open file description (`/proc/<pid>/fdinfo`), ours above all; `open_by.rs` scans
-//! `/proc/*/fd` for who has a file open; `device.rs` is how the lock table names a
+//! `/proc/*/fd` for who has a file open, and names such processes for a line; `device.rs` is how the lock table names a
 //! filesystem ([`learn_device`]) and how another process's view names the lock dir;
 //! `unlinked.rs` finds the holders of lockfiles removed or moved by hand.
 
@@ -20,6 +20,6 @@ mod unlinked;
 
 pub use device::learn_device;
 pub use fdinfo::{any_flock_in_fdinfo, exclusive_flock_in_fdinfo, our_exclusive_flocks};
-pub use open_by::{OpenBy, processes_with_open};
+pub use open_by::{OpenBy, describe, processes_with_open};
 pub use table::{LockTable, flock_holders};
 pub use unlinked::{Scan, Untraced};

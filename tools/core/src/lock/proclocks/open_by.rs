@@ -21,6 +21,16 @@ impl OpenBy {
     }
 }
 
+/// Processes for one line: `pid 4242 (cc-ci-run), pid 4243 (sh)`, their names made plain
+/// (a name is the process's own choice, and may hold anything).
+pub fn describe(holders: &[OpenBy]) -> String {
+    let who: Vec<String> = holders
+        .iter()
+        .map(|h| format!("pid {} ({})", h.pid, crate::lock::holder::plain(&h.comm)))
+        .collect();
+    who.join(", ")
+}
+
 /// Every process with a descriptor open on `path` (scanning `/proc/*/fd`): who leaks a
 /// lock when its holder has been gone for hours. Costly (every fd of every process), so
 /// only for locks already judged stale.
