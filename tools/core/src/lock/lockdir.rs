@@ -6,11 +6,11 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::domain::Domain;
 use crate::env::EnvVars;
-use crate::files::shareddir::{SharedDir, SharedDirError};
+use crate::files::shareddir::SharedDir;
 use crate::lock::proclocks::{LockTable, OpenBy, Untraced};
 
 const PREFIX: &str = "cc-ci-app-";
@@ -22,6 +22,16 @@ const SUFFIX: &str = ".lock";
 #[derive(Clone, Debug)]
 pub struct LockDir {
     dir: SharedDir,
+}
+
+/// `path()`, `ensure()` (exists, mode 0755, safe to put lockfiles in) and
+/// `check_existing()` are the shared dir's own.
+impl std::ops::Deref for LockDir {
+    type Target = SharedDir;
+
+    fn deref(&self) -> &SharedDir {
+        &self.dir
+    }
 }
 
 impl LockDir {
@@ -50,20 +60,6 @@ impl LockDir {
             crate::env::non_empty(EnvVars::CCCI_APP_LOCK_DIR)
                 .map_or_else(|| crate::env::defaults::APP_LOCK_DIR.into(), PathBuf::from),
         )
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Make sure the directory exists (mode 0755) and is safe to put lockfiles in.
-    pub fn ensure(&self) -> Result<(), SharedDirError> {
-        self.dir.ensure()
-    }
-
-    /// Check an existing directory without creating anything; `Ok(false)` when absent.
-    pub fn check_existing(&self) -> Result<bool, SharedDirError> {
-        self.dir.check_existing()
     }
 
     /// The lockfile of `domain`: `<dir>/cc-ci-app-<domain>.lock`.

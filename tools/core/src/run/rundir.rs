@@ -53,16 +53,14 @@ impl RunsDir {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
+}
 
-    pub fn ensure(&self) -> Result<(), SharedDirError> {
-        self.dir.ensure()
-    }
+/// `path()`, `ensure()` and `check_existing()` are the shared dir's own.
+impl std::ops::Deref for RunsDir {
+    type Target = SharedDir;
 
-    pub fn check_existing(&self) -> Result<bool, SharedDirError> {
-        self.dir.check_existing()
+    fn deref(&self) -> &SharedDir {
+        &self.dir
     }
 }
 
