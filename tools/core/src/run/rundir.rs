@@ -52,7 +52,6 @@ impl RunsDir {
             },
         }
     }
-
 }
 
 /// `path()`, `ensure()` and `check_existing()` are the shared dir's own.

@@ -46,7 +46,7 @@ pub struct AppLock {
 }
 
 impl AppLock {
-    /// Take `domain`'s lock in `dir` (which the caller has [`LockDir::ensure`]d) for a
+    /// Take `domain`'s lock in `dir` (which the caller has [`SharedDir::ensure`](crate::files::shareddir::SharedDir::ensure)d) for a
     /// run, the whole protocol: steps 2–4 ([`acquire_verified`]), then step 6 — while a
     /// run holds the domain through a lockfile removed by hand, wait for it to end —
     /// within the same `wait` and reporting through the same `on_event`; then `holder` is
