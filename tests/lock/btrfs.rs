@@ -85,6 +85,26 @@ fn on_btrfs_nested_locks_the_lock_rule_and_removed_lockfiles_are_seen() {
         String::from_utf8_lossy(&out.stdout).contains("deploy=69"),
         "{out:?}"
     );
+    // The lock rule for a dependency kept for the run (`--for-run`): ccci-deploy, which
+    // never ensures the lock dir, must still find the keeper in the lock table.
+    let dep = "keyc-0a1b2c.ci.example.org";
+    let script = format!(
+        "import subprocess, sys\n\
+         subprocess.run(['{lock}', '--for-run', '{dep}'], check=True)\n\
+         r = subprocess.run(['{deploy}', 'down', '{dep}'])\n\
+         print('kept-deploy=%d' % r.returncode)",
+        lock = crate::support::bin("ccci-lock").display(),
+        deploy = crate::support::bin("ccci-deploy").display(),
+    );
+    let mut cmd = Sandbox::new().cmd("ccci-lock");
+    cmd.env("CCCI_APP_LOCK_DIR", &locks)
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .args([D, "--", "python3", "-c", &script]);
+    let out = output_within(cmd);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kept-deploy=69"),
+        "{out:?}"
+    );
     // Step 6: a run holding a lockfile removed by hand is seen, though its device in the
     // lock table is not the one `stat` gives.
     let sb = Sandbox::new();

@@ -75,6 +75,9 @@ pub fn held_by_this_run(dir: &LockDir, domain: &Domain) -> io::Result<Option<Run
     let Some(our_top) = run_top(dir) else {
         return Ok(None);
     };
+    // The lock table names a device its own way (btrfs subvolumes): learn how it names
+    // this one, which a tool that never ensured the lock dir (ccci-deploy) has not yet.
+    crate::lock::proclocks::learn_device(dir.path());
     let table = LockTable::load()?;
     Ok(table.holders(&named).into_iter().find_map(|keeper| {
         let top = kept_for(keeper)?;
