@@ -30,9 +30,7 @@ pub fn start_keeper(
     let held = held_by_this_run(dir, domain)
         .with_context(|| format!("cannot tell whether this run already holds {domain}"))?;
     if let Some(hold) = held {
-        if !session.quiet {
-            say!("== app lock: {domain} is already held by this run ({hold}) ==");
-        }
+        session.say_already_held(domain, hold);
         return Ok(Exit::Success.code());
     }
     run_top(dir).ok_or_else(|| not_in_a_run(dir))?;
@@ -65,9 +63,7 @@ pub fn keep(session: &Session, domain: &Domain) -> anyhow::Result<i32> {
     let command = vec![TOOL.to_owned(), "--for-run".to_owned(), domain.to_string()];
     // Nothing to keep when a sibling keeper took it meanwhile (two `--for-run D` at once).
     let ours = |hold: RunHold| {
-        if !session.quiet {
-            say!("== app lock: {domain} is already held by this run ({hold}) ==");
-        }
+        session.say_already_held(domain, hold);
         Exit::Success.code()
     };
     let taken = match take(session, domain, command, Some(top), Some(&ours))? {

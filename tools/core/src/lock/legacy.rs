@@ -134,12 +134,7 @@ impl LegacyLocks {
                     domain: domain.clone(),
                     pid: holder_pid(&file),
                     path,
-                    how: match wait {
-                        Wait::For(_) => {
-                            format!("gave up after {}", crate::duration::format_secs(waited))
-                        }
-                        _ => "not waiting".into(),
-                    },
+                    how: wait.how_it_ended(waited),
                 })
             }
         }

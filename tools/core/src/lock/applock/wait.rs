@@ -20,6 +20,17 @@ pub enum Wait {
     Forever,
 }
 
+impl Wait {
+    /// How a "not acquired" line ends, after `waited`: `gave up after 30s` for a bounded
+    /// wait, `not waiting` for `-n`.
+    pub fn how_it_ended(self, waited: Duration) -> String {
+        match self {
+            Wait::For(_) => format!("gave up after {}", crate::duration::format_secs(waited)),
+            _ => "not waiting".to_owned(),
+        }
+    }
+}
+
 /// What happens while waiting, for the caller to report.
 #[derive(Debug)]
 pub enum WaitEvent<'a> {

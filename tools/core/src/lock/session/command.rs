@@ -25,10 +25,8 @@ pub fn run_command(
     let held = held_by_this_run(dir, domain)
         .with_context(|| format!("cannot tell whether this run already holds {domain}"))?;
     match held {
-        Some(RunHold::Own { fd }) => {
-            if !session.quiet {
-                say!("== app lock: {domain} is already held by this run (fd {fd}) ==");
-            }
+        Some(hold @ RunHold::Own { fd }) => {
+            session.say_already_held(domain, hold);
             return Ok(exec_holding(command, fd, &dir.lockfile(domain), domain));
         }
         Some(hold) => return Ok(exec_held_above(session, command, domain, hold)),

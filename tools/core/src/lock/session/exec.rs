@@ -5,10 +5,10 @@ use std::path::Path;
 
 use super::{Session, TOOL};
 use crate::child::exec;
+use crate::diag;
 use crate::domain::Domain;
 use crate::env::EnvVars;
 use crate::lock::runlocks::RunHold;
-use crate::{diag, say};
 
 /// Exec `command` with the lock's descriptor `fd` and the variables that name it; the
 /// status to exit with when it cannot be exec'd (said first).
@@ -27,9 +27,7 @@ pub(super) fn exec_held_above(
     domain: &Domain,
     hold: RunHold,
 ) -> i32 {
-    if !session.quiet {
-        say!("== app lock: {domain} is already held by this run ({hold}) ==");
-    }
+    session.say_already_held(domain, hold);
     exec_with(
         command,
         OsStr::new(""),

@@ -13,7 +13,9 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use crate::domain::Domain;
 use crate::lock::lockdir::LockDir;
+use crate::lock::runlocks::RunHold;
 
 mod command;
 mod exec;
@@ -46,4 +48,15 @@ pub struct Session {
     pub quiet: bool,
     /// `-E`: the status when the lock is not acquired.
     pub conflict_exit_code: u8,
+}
+
+impl Session {
+    /// The line for a domain this run holds already, which is therefore not waited for:
+    /// `== app lock: D is already held by this run (fd 3) ==` (or `pid P, above us`, or
+    /// `kept by pid K for pid T`).
+    pub fn say_already_held(&self, domain: &Domain, hold: RunHold) {
+        if !self.quiet {
+            crate::say!("== app lock: {domain} is already held by this run ({hold}) ==");
+        }
+    }
 }

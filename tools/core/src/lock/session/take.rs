@@ -84,10 +84,6 @@ pub(crate) fn take(
         command,
     );
     holder.kept_for = kept_for;
-    let how = |waited: Duration| match wait {
-        Wait::For(_) => format!("gave up after {}", duration::format_secs(waited)),
-        _ => "not waiting".to_owned(),
-    };
     // Events come at least every RECHECK inside a run, so the recheck looks that often;
     // the waiting lines still come every --progress-interval (waitlines.rs).
     let progress = if recheck.is_some() {
@@ -105,7 +101,7 @@ pub(crate) fn take(
             diag!(
                 TOOL,
                 "{domain} is held by pid {pid} (run {run}) — {}",
-                how(waited)
+                wait.how_it_ended(waited)
             );
             return Ok(Err(conflict));
         }
@@ -114,7 +110,7 @@ pub(crate) fn take(
                 TOOL,
                 "{domain} is held by {} through a lockfile that was removed by hand — {}",
                 proclocks::describe(&holders),
-                how(waited)
+                wait.how_it_ended(waited)
             );
             return Ok(Err(conflict));
         }
