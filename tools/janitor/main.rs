@@ -5,9 +5,9 @@ mod cli;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use ccci_core::child::bounded::{self, Bound};
-use ccci_core::cli::{emit, parse_or_exit, run_tool};
+use ccci_core::cli::{emit, parse_or_exit, regex_arg, run_tool};
 use ccci_core::env::{EnvVars, canonical_abra_dir};
 use ccci_core::exit::{Exit, Failure, OrExit};
 use ccci_core::janitor::Janitor;
@@ -17,7 +17,6 @@ use ccci_core::lock::lockdir::LockDir;
 use ccci_core::swarm::docker::Docker;
 use ccci_core::{say, timefmt};
 use cli::{Cli, TOOL};
-use regex::Regex;
 
 fn main() -> ExitCode {
     let cli: Cli = parse_or_exit(TOOL, Exit::Usage);
@@ -27,14 +26,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Exit, Failure> {
     // clap took each from its option, its variable or the default (cli.rs); a bad one is
     // named with both places it may have come from.
-    let regex = |re: &str, option: &str, var: &str| {
-        Regex::new(re).map_err(|e| {
-            Failure::with(
-                Exit::Usage,
-                anyhow!("invalid regex {re:?} ({option} or {var}): {e}"),
-            )
-        })
-    };
+    let regex = |re: &str, option: &str, var: &str| regex_arg(re, option, var).or_exit(Exit::Usage);
     let run_app_re = regex(&cli.run_app_re, "--run-app-re", EnvVars::CCCI_RUN_APP_RE)?;
     let protect_re = regex(&cli.protect_re, "--protect-re", EnvVars::CCCI_PROTECT_RE)?;
     let lock_dir = LockDir::at(cli.lock_dir);

@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::time::Duration;
 
 use ccci_core::child::exec;
-use ccci_core::cli::{emit, emit_bytes, parse_or_exit, run_tool};
+use ccci_core::cli::{emit, emit_bytes, parse_or_exit, regex_arg, run_tool};
 use ccci_core::env::{EnvVars, canonical_abra_dir};
 use ccci_core::exit::{Exit, Failure};
 use ccci_core::run::appdomain::{self, BuildParams};
@@ -59,12 +59,7 @@ fn rundir_main() -> i32 {
 /// `domain`: print the run's app domain, or refuse one the janitor would not know.
 fn domain(params: &BuildParams<'_>, suffix: &str, run_app_re: &str) -> anyhow::Result<i32> {
     let domain = appdomain::derive(params, suffix)?;
-    let pattern = regex::Regex::new(run_app_re).map_err(|e| {
-        anyhow::anyhow!(
-            "--run-app-re / {}: not a regular expression: {e}",
-            EnvVars::CCCI_RUN_APP_RE
-        )
-    })?;
+    let pattern = regex_arg(run_app_re, "--run-app-re", EnvVars::CCCI_RUN_APP_RE)?;
     if !pattern.is_match(domain.as_str()) {
         anyhow::bail!(
             "the derived domain {domain} does not match the run-app pattern {run_app_re} ({}): the janitor would never reap what a crashed run left — fix --suffix / {} or the pattern",

@@ -7,5 +7,5 @@ pub mod parse;
 pub mod process;
 
 pub use output::{emit, emit_bytes, say_line};
-pub use parse::{duration_arg, parse_or_exit};
+pub use parse::{duration_arg, parse_or_exit, regex_arg};
 pub use process::{open_standard_fds, parent_at_start, record_parent, run_tool};

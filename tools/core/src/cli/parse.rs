@@ -1,5 +1,5 @@
 //! Parsing a tool's command line: the right status on a usage error, empty variables
-//! counted as unset, and duration arguments.
+//! counted as unset, duration arguments, and regex options.
 //!
 //! clap exits 2 on a usage error, but a wrapper's 2 would be indistinguishable from its
 //! command's own 2, so wrappers map usage errors to 125 (`timeout(1)` does the same).
@@ -95,4 +95,11 @@ fn domain_taken_for_an_option(err: &clap::Error) -> Option<crate::domain::Domain
 /// A clap value parser for durations (`90s`, `25m`, `1h30m`, `0.5`).
 pub fn duration_arg(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// A regex option's value, compiled; a bad one is named with both places it may have come
+/// from (clap took it from the option, its variable or the default).
+pub fn regex_arg(re: &str, option: &str, var: &str) -> anyhow::Result<regex::Regex> {
+    regex::Regex::new(re)
+        .map_err(|e| anyhow::anyhow!("invalid regex {re:?} ({option} or {var}): {e}"))
 }

@@ -43,6 +43,7 @@ impl Up<'_> {
         // --timeout bounds all of `up`: every docker and abra call ends with it (a hung
         // one is killed), and convergence gets what is left.
         let deadline = Instant::now() + self.timeout;
+        let stack = domain.stack_name();
         let docker = Docker::from_env().until(deadline);
         docker.ping()?;
         let tree = rules::abra_dir()?;
@@ -73,7 +74,7 @@ impl Up<'_> {
             // writes the .env before any secret is made; a step after it failed or was
             // killed), in a private tree that is not this one. Make what is missing,
             // whatever step it was.
-            let missing = missing_secrets(&docker, &env, &domain.stack_name())?;
+            let missing = missing_secrets(&docker, &env, &stack)?;
             if !missing.is_empty() {
                 say!(
                     "== deploy: app {domain} exists; generating its missing secrets ({}) ==",
@@ -86,7 +87,7 @@ impl Up<'_> {
             .with_context(|| format!("cannot apply --set to {}", env.display()))?;
         // abra refuses to deploy over a deployed stack unless told to: an earlier `up` of
         // this run, or an app an earlier run left, is upgraded in place.
-        let redeploy = is_deployed(&docker, &domain.stack_name())?;
+        let redeploy = is_deployed(&docker, &stack)?;
         if redeploy {
             say!("== deploy: {domain} is deployed; redeploying it in place ==");
         }
@@ -94,7 +95,6 @@ impl Up<'_> {
         let deploy_args = calls::app_deploy(domain.as_str(), &what, redeploy, self.abra_args);
         say!("== deploy: {} ==", deploy_args.join(" "));
         abra.run(&deploy_args)?;
-        let stack = domain.stack_name();
         let mut progress = |p: convergence::Progress<'_>| {
             convergence::say_progress(domain, &stack, self.stable_for, &p)
         };
